@@ -1,0 +1,178 @@
+"""The BenchmarkRun API (trainbench.dev/v1alpha1) as typed Python objects.
+
+The CRD in `data/crd.yaml` is what the API server enforces; these pydantic models parse the same spec
+in the operator and in the local executor, so both refuse bad input with the same messages. Field names
+are camelCase on the wire (aliases) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from trainbench.trainer.contract import AC_MODES, ATTN_BACKENDS, BENCH_TYPES, DEFAULT_LORA_TARGETS
+
+GROUP = "trainbench.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "BenchmarkRun"
+PLURAL = "benchmarkruns"
+
+BenchType = Literal[BENCH_TYPES]  # type: ignore[valid-type]
+AcMode = Literal[AC_MODES]  # type: ignore[valid-type]
+AttnBackend = Literal[ATTN_BACKENDS]  # type: ignore[valid-type]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Toleration(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+
+class Pool(_Model):
+    """A set of identical GPU nodes a case can run on."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=30)
+    gpus_per_node: int = Field(default=1, ge=1, le=16)
+    nodes: int = Field(default=1, ge=1, le=64)
+    resource_name: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    image: str = "ghcr.io/trainbench/trainer-cuda-hopper:0.1.0"
+    hardware: str | None = None  # display name in reports, e.g. "H100 HBM3"; default: the GPU the pod saw
+    peak_tflops: float | None = Field(default=None, gt=0)
+    price_per_gpu_hour: float | None = Field(default=None, ge=0)
+    max_concurrent: int = Field(default=1, ge=1)
+    cpu: str | None = None
+    memory: str | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
+class CaseSelector(_Model):
+    """A partial case: every field given must match (exclude) or is set (include)."""
+
+    model: str | None = None
+    type: BenchType | None = None
+    seq_len: int | None = Field(default=None, ge=1)
+    ac: AcMode | None = None
+    attn: AttnBackend | None = None
+    ep: int | None = Field(default=None, ge=1)
+    cp: int | None = Field(default=None, ge=1)
+    pool: str | None = None
+
+
+class Matrix(_Model):
+    models: list[str] = Field(min_length=1)
+    types: list[BenchType] = Field(default_factory=lambda: ["sft-full"], min_length=1)
+    seq_lens: list[int] = Field(default_factory=lambda: [8192], min_length=1)
+    ac: list[AcMode] = Field(default_factory=lambda: ["recompute"], min_length=1)
+    attn: list[AttnBackend] = Field(default_factory=lambda: ["auto"], min_length=1)
+    ep: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    cp: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    pools: list[str] | None = None  # default: every pool
+    include: list[CaseSelector] = Field(default_factory=list)
+    exclude: list[CaseSelector] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _positive(self):
+        for name in ("seq_lens", "ep", "cp"):
+            bad = [v for v in getattr(self, name) if v < 1]
+            if bad:
+                raise ValueError(f"matrix.{to_camel(name)} must be positive, got {bad}")
+        return self
+
+
+class Lora(_Model):
+    rank: int = Field(default=16, ge=1, le=1024)
+    alpha: float = Field(default=32, gt=0)
+    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1)
+
+
+class Baseline(_Model):
+    """Where the numbers to compare against come from."""
+
+    source: Literal["previous", "configMap", "none"] = "previous"
+    config_map: str | None = None  # with source=configMap: a ConfigMap holding results.json
+
+    @model_validator(mode="after")
+    def _cm(self):
+        if self.source == "configMap" and not self.config_map:
+            raise ValueError("baseline.configMap is required when baseline.source is configMap")
+        return self
+
+
+class Thresholds(_Model):
+    """Percent changes beyond which a metric counts as a regression."""
+
+    default: float = Field(default=5.0, gt=0, le=100)
+    mfu: float | None = Field(default=None, gt=0)
+    tps: float | None = Field(default=None, gt=0)
+    step_time: float | None = Field(default=None, gt=0)
+    peak_memory: float | None = Field(default=None, gt=0)
+    tokens_per_joule: float | None = Field(default=None, gt=0)
+
+    def for_metric(self, metric: str) -> float:
+        value = getattr(self, metric, None)
+        return self.default if value is None else value
+
+
+class BenchmarkRunSpec(_Model):
+    suite: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    pools: list[Pool] = Field(min_length=1)
+    matrix: Matrix
+    lora: Lora = Field(default_factory=Lora)
+    steps: int = Field(default=5, ge=1, le=10000)
+    warmup_steps: int = Field(default=1, ge=0, le=1000)
+    micro_batch: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=1, ge=1)  # sequences per optimizer step (grad accumulation = batch/micro)
+    compile: bool = False
+    timeout_seconds: int = Field(default=3600, ge=30)
+    suspend: bool = False
+    queue_name: str | None = None
+    baseline: Baseline = Field(default_factory=Baseline)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @model_validator(mode="after")
+    def _cross(self):
+        names = [p.name for p in self.pools]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"pools: duplicate pool name(s) {dup}")
+        if self.batch_size % self.micro_batch:
+            raise ValueError(f"batchSize ({self.batch_size}) must be a multiple of microBatch ({self.micro_batch})")
+        return self
+
+
+class SpecError(ValueError):
+    """A BenchmarkRun spec that cannot run. `field` is the path of the offending field (camelCase)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+def parse_spec(spec: dict) -> BenchmarkRunSpec:
+    """Validate a BenchmarkRun's `spec`; raise SpecError naming the first bad field."""
+    if not isinstance(spec, dict):
+        raise SpecError("spec", "must be an object")
+    try:
+        return BenchmarkRunSpec.model_validate(spec)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        raise SpecError(loc, msg) from None

@@ -1,0 +1,26 @@
+"""The `trainbench` command. Subcommands import their module lazily: the operator side never imports torch."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {
+        "bench": "trainbench.trainer.__main__",  # trainer bench mode (also: python -m trainbench.trainer)
+    }
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: trainbench {" + ",".join(commands) + "} ...")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in commands:
+        print(f"trainbench: unknown command {cmd!r}; known: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    import importlib
+
+    return importlib.import_module(commands[cmd]).main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The trainer <-> operator contract: names every other part of trainbench reads.
+
+Torch-free on purpose: the operator, the report and the Helm chart tests import it. One place for each
+fact: metric names, label names, result keys, states, exit codes, benchmark types and option values.
+"""
+
+from __future__ import annotations
+
+RESULT_SCHEMA = "trainbench.dev/result/v1"
+
+# --- benchmark options -------------------------------------------------------------------------
+BENCH_TYPES = ("sft-full", "rl-full", "rl-lora")
+LORA_TYPES = ("rl-lora",)
+AC_MODES = ("none", "recompute", "selective", "offload", "auto")
+ATTN_BACKENDS = (
+    "auto",
+    "sdpa",  # let torch choose among its SDPA backends
+    "sdpa-cudnn",
+    "sdpa-flash",
+    "sdpa-efficient",
+    "sdpa-math",
+    "flex",
+    "fa2",
+    "fa3",
+    "fa4",
+    "eager",
+)
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# --- exit codes ----------------------------------------------------------------------------------
+EXIT_OK = 0
+EXIT_ERROR = 1  # anything unexpected (traceback printed)
+EXIT_BAD_CONFIG = 2  # the configuration cannot run (unknown model, bad shapes, ...): one-line reason
+EXIT_OOM = 3  # the device ran out of memory: one-line reason
+
+EXIT_REASONS = {EXIT_BAD_CONFIG: "BadConfig", EXIT_OOM: "OutOfMemory"}
+
+# --- files -----------------------------------------------------------------------------------------
+TERMINATION_LOG = "/dev/termination-log"
+RESULT_LINE_PREFIX = "TRAINBENCH_RESULT "  # the last stdout line: prefix + compact JSON
+
+# --- Prometheus metrics (rank 0 serves them on METRICS_PORT) -----------------------------------------
+METRICS_PORT = 9400
+LABELS = ("run", "case", "model", "type", "pool")
+
+M_STEP = "trainbench_step"  # gauge: the last finished step (1-based)
+M_STEPS_TOTAL = "trainbench_steps_total_planned"  # gauge: warmup + measured steps
+M_STEP_TIME = "trainbench_step_time_seconds"  # gauge: last step's wall time
+M_TPS = "trainbench_tokens_per_second"  # gauge: global tokens/s of the last step
+M_MFU = "trainbench_mfu_percent"  # gauge: MFU of the last step, percent
+M_PEAK_MEMORY = "trainbench_peak_memory_bytes"  # gauge: max reserved device memory
+M_POWER = "trainbench_power_watts"  # gauge: device power (sum over local GPUs)
+M_ENERGY = "trainbench_energy_joules"  # gauge: energy used since start of measurement
+M_LOSS = "trainbench_loss"  # gauge: last step's loss
+M_STATE = "trainbench_state"  # enum: STATES
+M_INFO = "trainbench_info"  # info: config of the case (attn that ran, ac, seq_len, ...)
+
+STATES = ("starting", "warmup", "measuring", "done", "failed")
+
+# --- result JSON keys ---------------------------------------------------------------------------------
+# {"schema": RESULT_SCHEMA, "config": {...}, "world_size": int, "flops_per_token": float,
+#  "peak_flops": float (per GPU), "metrics": {"tps"|"mfu"|"step_time": SUMMARY},
+#  "peak_memory_gib": float|null, "power_w": SUMMARY|null, "energy_j": float|null,
+#  "tokens_per_joule": float|null, "environment": {...}, "status": "ok"|"failed", "error": str|null}
+SUMMARY_KEYS = ("mean", "std", "min", "max", "n")
+SUMMARY_METRICS = ("tps", "mfu", "step_time")

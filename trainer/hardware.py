@@ -1,0 +1,52 @@
+"""Peak dense bf16 FLOP/s per device, by the name the driver reports. Torch-free.
+
+Dense (no sparsity) tensor-core bf16 figures from the vendors' data sheets. An unknown device is an
+error unless the caller gives a peak explicitly: MFU against a guessed peak would be a made-up number.
+"""
+
+from __future__ import annotations
+
+# (substring of the lower-cased device name, peak FLOP/s). First match wins, so specific names go first.
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("gb200", 2.5e15),
+    ("b200", 2.25e15),
+    ("b100", 1.75e15),
+    ("h200 nvl", 835e12),
+    ("h200", 989e12),
+    ("h100 nvl", 835e12),
+    ("h100 pcie", 756e12),
+    ("h100", 989e12),  # SXM (reported as "NVIDIA H100 80GB HBM3")
+    ("h800", 989e12),
+    ("gh200", 989e12),
+    ("a100", 312e12),
+    ("a800", 312e12),
+    ("l40s", 362e12),
+    ("rtx 6000 ada", 364.25e12),
+    ("a6000", 154.85e12),  # RTX A6000: 309.7 TF with sparsity, 154.85 dense
+    ("a10g", 70e12),
+    ("l4", 121e12),
+    ("mi355x", 2.5e15),
+    ("mi325x", 1307.4e12),
+    ("mi300x", 1307.4e12),
+    ("mi300a", 980.6e12),
+    ("mi250x", 383e12),
+    ("radeon 8060s", 59.4e12),  # Strix Halo iGPU (gfx1151)
+)
+
+
+class UnknownDeviceError(ValueError):
+    pass
+
+
+def peak_flops(device_name: str, override_tflops: float | None = None) -> float:
+    """Peak bf16 FLOP/s for one device; `override_tflops` (TFLOP/s) wins when given."""
+    if override_tflops:
+        return float(override_tflops) * 1e12
+    low = device_name.lower()
+    for key, value in PEAK_BF16_FLOPS:
+        if key in low:
+            return value
+    raise UnknownDeviceError(
+        f"no peak FLOP/s known for device {device_name!r}; pass --peak-tflops (the pool's peakTFLOPs) "
+        "so that MFU is computed against a real figure"
+    )

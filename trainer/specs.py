@@ -1,0 +1,159 @@
+"""Model specs shipped with trainbench, and the FLOPs they cost. Torch-free.
+
+Each model is a Hugging Face `config.json` in `configs/` (plus `_name` and `_hf_name`), so the same file
+builds the transformers model and drives the arithmetic here. FLOPs follow prime-rl's definitions:
+
+    FLOPs/token = 6 * N_active + 12 * L * H * q * T            (q = hidden / heads, T = packed length)
+    LoRA:         4 * N_active + 6 * N_adapter + 12 * L * H * q * T
+
+N_active counts the attention and MLP projections (for MoE: the router and the active experts) and the
+LM head once; embeddings and norms are not counted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from trainbench.trainer.contract import DEFAULT_LORA_TARGETS
+
+
+class UnknownModelError(ValueError):
+    """A model name that is neither a shipped config nor a path to a config.json."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # short name, e.g. qwen3-0.6b
+    hf_name: str  # Hugging Face name, e.g. Qwen/Qwen3-0.6B
+    config: dict  # the Hugging Face config (without the underscore keys)
+
+    @property
+    def model_type(self) -> str:
+        return self.config["model_type"]
+
+    @property
+    def is_moe(self) -> bool:
+        return "num_experts" in self.config
+
+    @property
+    def hidden(self) -> int:
+        return self.config["hidden_size"]
+
+    @property
+    def layers(self) -> int:
+        return self.config["num_hidden_layers"]
+
+    @property
+    def heads(self) -> int:
+        return self.config["num_attention_heads"]
+
+    @property
+    def kv_heads(self) -> int:
+        return self.config.get("num_key_value_heads", self.heads)
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.get("head_dim") or self.hidden // self.heads
+
+    @property
+    def vocab(self) -> int:
+        return self.config["vocab_size"]
+
+    def _attn_params(self) -> int:
+        h, d = self.hidden, self.head_dim
+        q = h * self.heads * d
+        kv = 2 * h * self.kv_heads * d
+        o = self.heads * d * h
+        return q + kv + o
+
+    def _mlp_params(self, active: bool) -> int:
+        h = self.hidden
+        if not self.is_moe:
+            return 3 * h * self.config["intermediate_size"]
+        experts = self.config["num_experts_per_tok"] if active else self.config["num_experts"]
+        router = h * self.config["num_experts"]
+        return router + experts * 3 * h * self.config["moe_intermediate_size"]
+
+    def n_active(self) -> int:
+        """Parameters a token passes through (attention + MLP projections + LM head)."""
+        per_layer = self._attn_params() + self._mlp_params(active=True)
+        return self.layers * per_layer + self.hidden * self.vocab
+
+    def n_total(self) -> int:
+        """All parameters, embeddings and norms included (memory planning)."""
+        per_layer = self._attn_params() + self._mlp_params(active=False) + 2 * self.hidden
+        if self.model_type == "qwen3" or self.model_type == "qwen3_moe":
+            per_layer += 2 * self.head_dim  # q_norm, k_norm
+        emb = self.hidden * self.vocab
+        head = 0 if self.config.get("tie_word_embeddings") else self.hidden * self.vocab
+        return self.layers * per_layer + emb + head + self.hidden
+
+    def lora_params(self, rank: int, targets=DEFAULT_LORA_TARGETS) -> int:
+        """Adapter parameters of LoRA rank `rank` on `targets` (routed experts are not adapted)."""
+        h, d = self.hidden, self.head_dim
+        shapes = {
+            "q_proj": (h, self.heads * d),
+            "k_proj": (h, self.kv_heads * d),
+            "v_proj": (h, self.kv_heads * d),
+            "o_proj": (self.heads * d, h),
+        }
+        if not self.is_moe:
+            i = self.config["intermediate_size"]
+            shapes.update({"gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)})
+        per_layer = sum(rank * (a + b) for name, (a, b) in shapes.items() if name in targets)
+        return self.layers * per_layer
+
+    def attention_flops_per_token(self, seq_len: int) -> int:
+        q = self.hidden // self.heads
+        return 12 * self.layers * self.heads * q * seq_len
+
+    def flops_per_token(self, seq_len: int, lora_rank: int | None = None, lora_targets=DEFAULT_LORA_TARGETS) -> int:
+        attn = self.attention_flops_per_token(seq_len)
+        if lora_rank:
+            return 4 * self.n_active() + 6 * self.lora_params(lora_rank, lora_targets) + attn
+        return 6 * self.n_active() + attn
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().split("/")[-1]
+
+
+@cache
+def _shipped() -> dict[str, dict]:
+    out = {}
+    for entry in resources.files("trainbench.trainer").joinpath("configs").iterdir():
+        if entry.name.endswith(".json"):
+            cfg = json.loads(entry.read_text())
+            out[cfg["_name"]] = cfg
+    return out
+
+
+def list_models() -> list[str]:
+    return sorted(_shipped())
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """`Qwen/Qwen3-0.6B`, `qwen3-0.6b` or a path to a config.json -> ModelSpec."""
+    shipped = _shipped()
+    key = _normalise(name)
+    for cfg in shipped.values():
+        if key in (cfg["_name"], _normalise(cfg["_hf_name"])):
+            return _spec(cfg)
+    if name.endswith(".json"):
+        try:
+            with open(name) as f:
+                cfg = json.load(f)
+        except OSError as e:
+            raise UnknownModelError(f"cannot read model config {name!r}: {e.strerror}") from None
+        cfg.setdefault("_name", _normalise(name).removesuffix(".json"))
+        cfg.setdefault("_hf_name", name)
+        return _spec(cfg)
+    raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(list_models())} (or a path to a config.json)")
+
+
+def _spec(cfg: dict) -> ModelSpec:
+    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    return ModelSpec(name=cfg["_name"], hf_name=cfg["_hf_name"], config=clean)
