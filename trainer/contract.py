@@ -64,3 +64,35 @@ STATES = ("starting", "warmup", "measuring", "done", "failed")
 #  "tokens_per_joule": float|null, "environment": {...}, "status": "ok"|"failed", "error": str|null}
 SUMMARY_KEYS = ("mean", "std", "min", "max", "n")
 SUMMARY_METRICS = ("tps", "mfu", "step_time")
+
+# --- the operator's own /metrics (history that outlives the pods; dashboards and alerts read these) ----------
+OPERATOR_METRICS_PORT = 8080
+RESULT_LABELS = ("suite", "run", "case", "model", "type", "pool", "seq_len", "ac", "attn")
+
+OM_RUNS = "trainbench_runs"  # gauge{phase}: BenchmarkRuns by phase
+OM_CASES = "trainbench_cases"  # gauge{phase}: cases by phase over all runs
+OM_RESULT_MFU = "trainbench_result_mfu_percent"  # gauge{RESULT_LABELS}: finished case's mean MFU
+OM_RESULT_TPS = "trainbench_result_tokens_per_second"  # gauge{RESULT_LABELS}
+OM_RESULT_STEP_TIME = "trainbench_result_step_time_seconds"  # gauge{RESULT_LABELS}
+OM_RESULT_PEAK_MEMORY = "trainbench_result_peak_memory_bytes"  # gauge{RESULT_LABELS}
+OM_RESULT_POWER = "trainbench_result_power_watts"  # gauge{RESULT_LABELS}
+OM_RESULT_TOKENS_PER_JOULE = "trainbench_result_tokens_per_joule"  # gauge{RESULT_LABELS}
+OM_REGRESSION = "trainbench_result_regression"  # gauge{RESULT_LABELS + metric}: 1 when worse than threshold
+OM_CASE_FAILED = "trainbench_case_failed"  # gauge{RESULT_LABELS + reason}: 1 for each failed case
+OM_RUN_COMPLETED = "trainbench_run_completion_timestamp_seconds"  # gauge{suite, run, phase}
+OM_CASE_PROGRESS = "trainbench_case_progress_ratio"  # gauge{suite, run, case, pool}: live, 0..1
+
+# --- case phases and failure reasons (status, results.json, report) ------------------------------------
+CASE_PHASES = ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped")
+FAILURE_REASONS = (
+    "OOMKilled",  # the container was killed by the kernel's OOM killer (host memory)
+    "OutOfMemory",  # the trainer hit a device out-of-memory error (exit EXIT_OOM)
+    "BadConfig",  # the trainer refused the configuration (exit EXIT_BAD_CONFIG)
+    "Unschedulable",
+    "Timeout",
+    "ImagePullBackOff",
+    "Evicted",
+    "Error",  # non-zero exit; message has the exit code and the last log lines
+    "MetricsUnavailable",
+    "Interrupted",  # stopped by the user (local executor: Ctrl-C)
+)

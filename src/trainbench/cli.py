@@ -9,6 +9,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
         "bench": "trainbench.trainer.__main__",  # trainer bench mode (also: python -m trainbench.trainer)
+        "run": "trainbench.operator.commands",  # run a BenchmarkRun (--local, or apply to a cluster)
+        "report": "trainbench.operator.commands",  # render a report from results
+        "compare": "trainbench.operator.commands",  # diff two runs
+        "plan": "trainbench.operator.commands",  # print the cases a BenchmarkRun plans
+        "operator": "trainbench.operator.runner",  # run the kopf operator
     }
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: trainbench {" + ",".join(commands) + "} ...")
@@ -19,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import importlib
 
-    return importlib.import_module(commands[cmd]).main(rest) or 0
+    module = importlib.import_module(commands[cmd])
+    # modules serving several subcommands take the subcommand as their first argument
+    return module.main(argv if getattr(module, "TAKES_SUBCOMMAND", False) else rest) or 0
 
 
 if __name__ == "__main__":
