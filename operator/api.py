@@ -7,7 +7,7 @@ are camelCase on the wire (aliases) and snake_case in Python.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -22,6 +22,9 @@ PLURAL = "benchmarkruns"
 BenchType = Literal[BENCH_TYPES]  # type: ignore[valid-type]
 AcMode = Literal[AC_MODES]  # type: ignore[valid-type]
 AttnBackend = Literal[ATTN_BACKENDS]  # type: ignore[valid-type]
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class _Model(BaseModel):
@@ -48,8 +51,8 @@ class Pool(_Model):
     tolerations: list[Toleration] = Field(default_factory=list)
     image: str = "ghcr.io/trainbench/trainer-cuda-hopper:0.1.0"
     hardware: str | None = None  # display name in reports, e.g. "H100 HBM3"; default: the GPU the pod saw
-    peak_tflops: float | None = Field(default=None, gt=0)
-    price_per_gpu_hour: float | None = Field(default=None, ge=0)
+    peak_tflops: float | None = Field(default=None, gt=0, alias="peakTFLOPs")
+    price_per_gpu_hour: float | None = Field(default=None, ge=0, alias="pricePerGPUHour")
     max_concurrent: int = Field(default=1, ge=1)
     cpu: str | None = None
     memory: str | None = None
@@ -75,22 +78,14 @@ class CaseSelector(_Model):
 class Matrix(_Model):
     models: list[str] = Field(min_length=1)
     types: list[BenchType] = Field(default_factory=lambda: ["sft-full"], min_length=1)
-    seq_lens: list[int] = Field(default_factory=lambda: [8192], min_length=1)
+    seq_lens: list[PositiveInt] = Field(default_factory=lambda: [8192], min_length=1)
     ac: list[AcMode] = Field(default_factory=lambda: ["recompute"], min_length=1)
     attn: list[AttnBackend] = Field(default_factory=lambda: ["auto"], min_length=1)
-    ep: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    cp: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    ep: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
+    cp: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
     pools: list[str] | None = None  # default: every pool
     include: list[CaseSelector] = Field(default_factory=list)
     exclude: list[CaseSelector] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _positive(self):
-        for name in ("seq_lens", "ep", "cp"):
-            bad = [v for v in getattr(self, name) if v < 1]
-            if bad:
-                raise ValueError(f"matrix.{to_camel(name)} must be positive, got {bad}")
-        return self
 
 
 class Lora(_Model):

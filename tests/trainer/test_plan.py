@@ -1,0 +1,102 @@
+"""The planner: deterministic expansion, stable ids, include/exclude, and clear errors naming the field."""
+
+import pytest
+from trainbench.operator.api import SpecError, parse_spec
+from trainbench.operator.plan import plan
+
+
+def spec(**over):
+    base = {
+        "pools": [{"name": "h100", "gpusPerNode": 1}, {"name": "a6000", "gpusPerNode": 2, "peakTFLOPs": 154.85}],
+        "matrix": {"models": ["Qwen/Qwen3-0.6B"], "types": ["sft-full", "rl-lora"], "seqLens": [8192, 16384]},
+    }
+    for k, v in over.items():
+        if k == "matrix":
+            base["matrix"] = {**base["matrix"], **v}
+        else:
+            base[k] = v
+    return base
+
+
+def test_matrix_expands_in_order_with_stable_ids():
+    cases = plan(spec())
+    assert len(cases) == 2 * 2 * 2  # types x seqLens x pools
+    assert [c.id for c in cases] == [c.id for c in plan(spec())]
+    assert len({c.id for c in cases}) == len(cases)
+    assert all(len(c.id) <= 63 for c in cases)
+    first = cases[0]
+    assert (first.model, first.type, first.seq_len, first.pool) == ("qwen3-0.6b", "sft-full", 8192, "h100")
+
+
+def test_lora_settings_only_on_lora_cases():
+    cases = plan(spec())
+    lora = [c for c in cases if c.type == "rl-lora"]
+    assert lora and all(c.lora_rank == 16 and c.lora_alpha == 32 for c in lora)
+    assert all(c.lora_rank is None for c in cases if c.type != "rl-lora")
+    args = lora[0].trainer_args(run="r1")
+    assert args[args.index("--lora-rank") + 1] == "16"
+    assert "--run" in args and "--peak-tflops" not in args
+
+
+def test_pool_settings_flow_into_cases():
+    a6000 = [c for c in plan(spec()) if c.pool == "a6000"]
+    assert all(c.gpus == 2 and c.peak_tflops == 154.85 for c in a6000)
+    assert "--peak-tflops" in a6000[0].trainer_args()
+
+
+def test_exclude_and_include():
+    s = spec(
+        matrix={
+            "exclude": [{"type": "rl-lora", "pool": "a6000"}],
+            "include": [{"model": "tiny-llama", "pool": "h100", "seqLen": 512}],
+        }
+    )
+    cases = plan(s)
+    assert not [c for c in cases if c.type == "rl-lora" and c.pool == "a6000"]
+    inc = [c for c in cases if c.model == "tiny-llama"]
+    assert len(inc) == 1 and inc[0].seq_len == 512 and inc[0].type == "sft-full"
+
+
+def test_exclude_by_hf_name():
+    cases = plan(spec(matrix={"exclude": [{"model": "Qwen/Qwen3-0.6B", "seqLen": 16384}]}))
+    assert {c.seq_len for c in cases} == {8192}
+
+
+def test_ids_change_with_configuration():
+    a = {c.id for c in plan(spec())}
+    b = {c.id for c in plan(spec(lora={"rank": 32}))}
+    assert {i for i in a if "sft" in i} == {i for i in b if "sft" in i}
+    assert {i for i in a if "lora" in i}.isdisjoint({i for i in b if "lora" in i})
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "text"),
+    [
+        ({"matrix": {"models": ["gpt-17"]}}, "spec.matrix.models[0]", "unknown model 'gpt-17'"),
+        ({"matrix": {"pools": ["b300"]}}, "spec.matrix.pools[0]", "unknown pool 'b300'"),
+        ({"matrix": {"types": ["pretrain"]}}, "spec.matrix.types[0]", "Input should be"),
+        ({"matrix": {"seqLens": [0]}}, "spec.matrix.seqLens[0]", "greater than"),
+        ({"matrix": {"exclude": [{"type": "sft-full"}, {"type": "rl-lora"}]}}, "spec.matrix", "no cases"),
+        ({"matrix": {"ep": [2]}}, "spec.matrix", "mixture-of-experts"),
+        ({"matrix": {"models": ["tiny-qwen3-moe"], "ep": [3]}}, "spec.matrix", "must divide"),
+        ({"matrix": {"cp": [2]}}, "spec.matrix", "does not divide the 1 GPUs of pool 'h100'"),
+        ({"steps": 0}, "spec.steps", "greater than or equal to 1"),
+        ({"pools": []}, "spec.pools", "at least 1"),
+        ({"pools": [{"name": "h100"}, {"name": "h100"}]}, "spec", "duplicate pool"),
+        ({"pools": [{"name": "H 100"}]}, "spec.pools[0].name", "pattern"),
+        ({"bogus": 1}, "spec.bogus", "unknown field"),
+        ({"batchSize": 3, "microBatch": 2}, "spec", "multiple of microBatch"),
+        ({"baseline": {"source": "configMap"}}, "spec.baseline", "configMap is required"),
+        ({"matrix": {"include": [{"type": "sft-full"}]}}, "spec.matrix.include[0]", "needs at least a model"),
+    ],
+)
+def test_bad_specs_name_the_field(over, field, text):
+    with pytest.raises(SpecError) as e:
+        plan(spec(**over))
+    assert e.value.field == field
+    assert text in str(e.value)
+
+
+def test_parse_spec_rejects_non_objects():
+    with pytest.raises(SpecError, match="must be an object"):
+        parse_spec(["not", "a", "spec"])
