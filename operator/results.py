@@ -1,0 +1,410 @@
+"""The results document (`trainbench.dev/results/v1`): one per BenchmarkRun, written by the operator and the
+local executor alike, read by the report, the CLI (`trainbench report/compare`) and baselines.
+
+`build_results(...)` turns planned cases + per-case outcomes into the document (a plain dict, validated by
+the pydantic models below); `load_results(...)` reads one back. docs/results-schema.md describes each field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from trainbench.trainer.contract import CASE_PHASES, SUMMARY_METRICS
+
+RESULTS_SCHEMA = "trainbench.dev/results/v1"
+
+# per-step lists the results document does not keep (they live in the trainer's own JSON output)
+_BULKY_KEYS = ("steps", "losses")
+
+
+class Summary(BaseModel):
+    """A metric over the measured steps (warm-up excluded)."""
+
+    model_config = ConfigDict(extra="allow")
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    n: int | None = None
+
+
+class CaseMetrics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    tps: Summary | None = None  # tokens/s over all GPUs
+    mfu: Summary | None = None  # percent
+    step_time: Summary | None = None  # seconds per optimizer step
+    peak_memory_gib: float | None = None  # max reserved device memory (the largest rank)
+    peak_memory_pct: float | None = None
+    power_w: Summary | None = None  # sum over the case's GPUs
+    energy_j: float | None = None  # over the measured steps
+    tokens_per_joule: float | None = None
+
+
+class CaseResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    model: str
+    hf_name: str | None = None
+    type: str
+    seq_len: int
+    ac: str
+    attn: str
+    ep: int = 1
+    cp: int = 1
+    lora_rank: int | None = None
+    pool: str
+    gpus: int = 1
+    hardware: str  # "8xH100 HBM3": GPU count x the pool's display name or the GPU the trainer saw
+    attn_backend: str | None = None  # the attention that ran
+    ac_ran: str | None = None  # the activation checkpointing that ran
+    impl: str | None = None
+    phase: str = Field(json_schema_extra={"enum": list(CASE_PHASES)})
+    reason: str | None = None
+    message: str | None = None
+    node: str | None = None
+    gpu: str | None = None
+    driver: str | None = None
+    image: str | None = None
+    job: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    metrics: CaseMetrics | None = None
+    flops_per_token: float | None = None
+    peak_flops: float | None = None
+    peak_flops_source: str | None = None
+    world_size: int | None = None
+    tokens_per_step: int | None = None
+    environment: dict[str, Any] = Field(default_factory=dict)
+    progress: dict[str, Any] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # the planned case (plan.Case.to_dict())
+    verdicts: dict[str, Any] | None = None  # metric -> verdict.Verdict as dict (attach_verdicts)
+    baseline: dict[str, Any] | None = None  # the baseline entry compared against
+    trainer: dict[str, Any] | None = None  # the trainer's result JSON without per-step lists
+
+
+class Counts(BaseModel):
+    cases: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    pending: int = 0
+    metrics_unavailable: int = 0
+    regressions: int = 0  # cases with at least one regression
+
+
+class PoolInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    gpus: int = 1
+    hardware: str | None = None
+    price_per_gpu_hour: float | None = None
+
+
+class Results(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    schema_: str = Field(RESULTS_SCHEMA, alias="schema")
+    run: str
+    suite: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    environment: dict[str, Any] = Field(default_factory=dict)  # commit, image, image_digest, executor, ...
+    spec: dict[str, Any] = Field(default_factory=dict)  # the BenchmarkRun spec (camelCase, as applied)
+    pools: list[PoolInfo] = Field(default_factory=list)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    summary: Counts = Field(default_factory=Counts)
+    baseline: dict[str, Any] | None = None  # {source, description} once verdicts are attached
+    cases: list[CaseResult] = Field(default_factory=list)
+
+
+class ResultsError(ValueError):
+    """A results document that cannot be read."""
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def iso(value: datetime | str | float | int | None) -> str | None:
+    """datetime / epoch seconds / ISO string -> ISO 8601 UTC string."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, tz=timezone.utc)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _duration(start: str | None, end: str | None) -> float | None:
+    a, b = parse_time(start), parse_time(end)
+    return round((b - a).total_seconds(), 3) if a and b else None
+
+
+_STRIP_WORDS = ("NVIDIA", "AMD", "RTX", "80GB", "40GB", "141GB", "192GB")
+
+
+def short_gpu_name(name: str | None) -> str | None:
+    """'NVIDIA H100 80GB HBM3' -> 'H100 HBM3' (prime-rl's convention, so hardware columns compare)."""
+    if not name:
+        return None
+    words = [w for w in re.split(r"\s+", name.strip()) if w and w not in _STRIP_WORDS]
+    return " ".join(words) or name
+
+
+def hardware_label(gpus: int, name: str | None) -> str:
+    return f"{gpus}x{name or 'unknown'}"
+
+
+def _summary(value: Any) -> dict | None:
+    if isinstance(value, dict):
+        return {k: value.get(k) for k in ("mean", "std", "min", "max", "n") if k in value} or None
+    if isinstance(value, (int, float)):
+        return {"mean": float(value), "std": 0.0, "min": float(value), "max": float(value), "n": 1}
+    return None
+
+
+def metrics_from_result(result: dict | None, progress: dict | None = None) -> dict | None:
+    """The metrics block of a case from the trainer's result JSON (and live progress as a fallback)."""
+    if not result and not progress:
+        return None
+    result = result or {}
+    src = result.get("metrics") or {}
+    out: dict[str, Any] = {}
+    for name in SUMMARY_METRICS:
+        out[name] = _summary(src.get(name))
+    out["peak_memory_gib"] = result.get("peak_memory_gib")
+    if out["peak_memory_gib"] is None and progress and progress.get("peak_memory_bytes"):
+        out["peak_memory_gib"] = progress["peak_memory_bytes"] / 2**30
+    out["peak_memory_pct"] = result.get("peak_memory_pct")
+    out["power_w"] = _summary(result.get("power_w"))
+    out["energy_j"] = result.get("energy_j")
+    out["tokens_per_joule"] = result.get("tokens_per_joule")
+    if all(v is None for v in out.values()):
+        return None
+    return out
+
+
+def _spec_dict(spec: Any) -> dict:
+    if spec is None:
+        return {}
+    if hasattr(spec, "model_dump"):
+        return spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return dict(spec)
+
+
+def _case_dict(case: Any) -> dict:
+    if hasattr(case, "to_dict"):
+        return case.to_dict()
+    return dict(case)
+
+
+def _pools(spec: Any) -> list[dict]:
+    pools = getattr(spec, "pools", None)
+    if pools is None and isinstance(spec, dict):
+        pools = spec.get("pools") or []
+    out = []
+    for p in pools or []:
+        if hasattr(p, "model_dump"):
+            out.append(
+                {"name": p.name, "gpus": p.gpus, "hardware": p.hardware, "price_per_gpu_hour": p.price_per_gpu_hour}
+            )
+        else:
+            gpus = int(p.get("gpusPerNode", p.get("gpus_per_node", 1))) * int(p.get("nodes", 1))
+            price = p.get("pricePerGpuHour", p.get("price_per_gpu_hour"))
+            out.append({"name": p["name"], "gpus": gpus, "hardware": p.get("hardware"), "price_per_gpu_hour": price})
+    return out
+
+
+def _thresholds(spec: Any) -> dict[str, float]:
+    th = getattr(spec, "thresholds", None)
+    if th is not None and hasattr(th, "for_metric"):
+        from trainbench.operator.verdict import METRICS
+
+        return {m: th.for_metric(m) for m in METRICS} | {"default": th.default}
+    if isinstance(spec, dict) and isinstance(spec.get("thresholds"), dict):
+        raw = spec["thresholds"]
+        return {re.sub(r"([A-Z])", r"_\1", k).lower(): float(v) for k, v in raw.items()}
+    return {}
+
+
+def counts(cases: list[dict]) -> dict:
+    c = {"cases": len(cases), "succeeded": 0, "failed": 0, "skipped": 0, "pending": 0, "metrics_unavailable": 0}
+    for case in cases:
+        phase = case.get("phase")
+        if phase == "Succeeded":
+            c["succeeded"] += 1
+        elif phase == "Failed":
+            c["failed"] += 1
+        elif phase == "Skipped":
+            c["skipped"] += 1
+        elif phase == "MetricsUnavailable":
+            c["metrics_unavailable"] += 1
+        else:
+            c["pending"] += 1
+    c["regressions"] = sum(
+        1 for case in cases if any(v.get("status") == "regression" for v in (case.get("verdicts") or {}).values())
+    )
+    return c
+
+
+def build_case(case: Any, outcome: dict | None, pool: dict | None = None) -> dict:
+    """One case of the results document from a planned case and its outcome."""
+    cfg = _case_dict(case)
+    outcome = dict(outcome or {})
+    result = outcome.get("result") if isinstance(outcome.get("result"), dict) else None
+    env = dict((result or {}).get("environment") or {})
+    gpus = int(cfg.get("gpus") or cfg.get("nodes", 1) * cfg.get("gpus_per_node", 1))
+    gpu_seen = outcome.get("gpu") or env.get("gpu_name")
+    name = (pool or {}).get("hardware") or short_gpu_name(gpu_seen)
+    if name is None and result is not None and (env.get("gpu_count") == 0 or result.get("device") == "cpu"):
+        name = "CPU"
+    if name is None and result is not None and (result.get("config") or {}).get("device") == "cpu":
+        name = "CPU"
+    trainer = {k: v for k, v in result.items() if k not in _BULKY_KEYS} if result else None
+    started, finished = iso(outcome.get("started_at")), iso(outcome.get("finished_at"))
+    doc = {
+        "id": cfg["id"],
+        "model": cfg["model"],
+        "hf_name": cfg.get("hf_name"),
+        "type": cfg["type"],
+        "seq_len": cfg["seq_len"],
+        "ac": cfg["ac"],
+        "attn": cfg["attn"],
+        "ep": cfg.get("ep", 1),
+        "cp": cfg.get("cp", 1),
+        "lora_rank": cfg.get("lora_rank"),
+        "pool": cfg["pool"],
+        "gpus": gpus,
+        "hardware": hardware_label(gpus, name),
+        "attn_backend": (result or {}).get("attn_backend"),
+        "ac_ran": (result or {}).get("ac"),
+        "impl": (result or {}).get("impl"),
+        "phase": outcome.get("phase") or "Pending",
+        "reason": outcome.get("reason"),
+        "message": outcome.get("message"),
+        "node": outcome.get("node") or env.get("hostname"),
+        "gpu": gpu_seen,
+        "driver": outcome.get("driver") or env.get("driver"),
+        "image": outcome.get("image") or cfg.get("image"),
+        "job": outcome.get("job"),
+        "started_at": started,
+        "finished_at": finished,
+        "duration_s": _duration(started, finished),
+        "metrics": metrics_from_result(result, outcome.get("progress")),
+        "flops_per_token": (result or {}).get("flops_per_token"),
+        "peak_flops": (result or {}).get("peak_flops"),
+        "peak_flops_source": (result or {}).get("peak_flops_source"),
+        "world_size": (result or {}).get("world_size"),
+        "tokens_per_step": (result or {}).get("tokens_per_step"),
+        "environment": env,
+        "progress": outcome.get("progress"),
+        "config": cfg,
+        "trainer": trainer,
+    }
+    return CaseResult.model_validate(doc).model_dump(mode="json")
+
+
+def build_results(
+    run: str,
+    suite: str,
+    spec: Any,
+    cases: list,
+    outcomes: dict[str, dict],
+    started_at: datetime | str | float | None,
+    finished_at: datetime | str | float | None,
+    environment: dict | None,
+) -> dict:
+    """The results document of one BenchmarkRun.
+
+    `spec`: the BenchmarkRunSpec (or its dict); `cases`: plan.Case list; `outcomes`: case id -> {phase,
+    reason, message, result (trainer JSON or None), progress, node, gpu, driver, image, job, started_at,
+    finished_at} (missing cases are Pending); `environment`: run-level facts (commit, image, image_digest,
+    executor, ...). Returns a JSON-ready dict."""
+    pools = _pools(spec)
+    by_name = {p["name"]: p for p in pools}
+    docs = [build_case(c, outcomes.get(_case_dict(c)["id"]), by_name.get(_case_dict(c)["pool"])) for c in cases]
+    started, finished = iso(started_at), iso(finished_at)
+    doc = {
+        "schema": RESULTS_SCHEMA,
+        "run": run,
+        "suite": suite or run,
+        "started_at": started,
+        "finished_at": finished,
+        "duration_s": _duration(started, finished),
+        "environment": dict(environment or {}),
+        "spec": _spec_dict(spec),
+        "pools": pools,
+        "thresholds": _thresholds(spec),
+        "summary": counts(docs),
+        "baseline": None,
+        "cases": docs,
+    }
+    return validate(doc)
+
+
+def validate(doc: dict) -> dict:
+    """Check a results document against the schema; return it normalised (JSON-ready)."""
+    if not isinstance(doc, dict):
+        raise ResultsError("a results document must be a JSON object")
+    schema = doc.get("schema")
+    if schema != RESULTS_SCHEMA:
+        raise ResultsError(f"not a trainbench results document (schema {schema!r}, expected {RESULTS_SCHEMA!r})")
+    try:
+        return Results.model_validate(doc).model_dump(mode="json", by_alias=True)
+    except Exception as e:  # pydantic.ValidationError: say which field
+        raise ResultsError(f"invalid results document: {e}") from None
+
+
+def is_results(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("schema") == RESULTS_SCHEMA
+
+
+def load_results(source: str | Path | dict) -> dict:
+    """A results document from a dict, a JSON string, a results.json file or a folder holding one."""
+    if isinstance(source, dict):
+        return validate(source)
+    text = str(source)
+    if text.lstrip().startswith("{"):
+        return validate(json.loads(text))
+    path = Path(source)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file") from None
+    except ValueError as e:
+        raise ResultsError(f"{path}: not JSON ({e})") from None
+    try:
+        return validate(data)
+    except ResultsError as e:
+        raise ResultsError(f"{path}: {e}") from None
+
+
+def write_results(doc: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def schema_json() -> dict:
+    """The JSON Schema of the results document (docs/results-schema.md is generated from the same models)."""
+    return Results.model_json_schema(by_alias=True)
