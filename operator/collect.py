@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+
 from trainbench.trainer import contract as C
 
 PROGRESS_KEYS = ("state", "step", "steps_total", "tps", "mfu", "step_time", "peak_memory_bytes", "power_w", "energy_j")

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from trainbench.trainer.contract import CASE_PHASES, SUMMARY_METRICS
 
 RESULTS_SCHEMA = "trainbench.dev/results/v1"
+CONFIGMAP_KEY = "results.json"  # the key of the results document in a run's result ConfigMap
+REPORT_KEY = "report.md"
 
 # per-step lists the results document does not keep (they live in the trainer's own JSON output)
 _BULKY_KEYS = ("steps", "losses")
@@ -227,7 +230,7 @@ def _pools(spec: Any) -> list[dict]:
             )
         else:
             gpus = int(p.get("gpusPerNode", p.get("gpus_per_node", 1))) * int(p.get("nodes", 1))
-            price = p.get("pricePerGpuHour", p.get("price_per_gpu_hour"))
+            price = p.get("pricePerGPUHour", p.get("price_per_gpu_hour"))
             out.append({"name": p["name"], "gpus": gpus, "hardware": p.get("hardware"), "price_per_gpu_hour": price})
     return out
 

@@ -1,0 +1,296 @@
+"""Baselines: the numbers a run is compared with.
+
+Sources (`load_baseline` detects which from the content):
+- a trainbench results document (a pinned results.json file, a folder holding one, or a ConfigMap);
+- a suite's history document: per case, its last successful run (`from_history`);
+- prime-rl benchmark JSON files (`config` + `metrics.{mfu,throughput,step_time}.{mean,std,min,max}` +
+  `peak_memory.{gib,pct}`), one file, a list, or a folder of them.
+
+Cases match on model, hardware, type, LoRA rank, seq len, AC, attention, EP and CP (`case_key`). The
+attention a case asked for is tried first, then the one that ran (a case that asked for `auto` and ran
+FA3 matches a prime-rl FA3 baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainbench.operator import history as H
+from trainbench.operator import results as R
+
+KEY_FIELDS = ("model", "hardware", "type", "lora_rank", "seq_len", "ac", "attn", "ep", "cp")
+
+
+class BaselineError(ValueError):
+    """A baseline source that cannot be read."""
+
+
+def normalise_model(name: str | None) -> str:
+    if not name:
+        return "unknown"
+    from trainbench.trainer.specs import UnknownModelError, resolve_model
+
+    candidates = [name]
+    short = name.split("/")[-1]
+    for suffix in ("-Instruct-2507", "-Thinking-2507", "-Instruct", "-Base", "-Thinking"):
+        if short.lower().endswith(suffix.lower()):
+            candidates.append(short[: -len(suffix)])
+    for cand in candidates:
+        try:
+            return resolve_model(cand).name
+        except (UnknownModelError, OSError, ValueError):
+            continue
+    return short.lower()
+
+
+def normalise_hardware(hw: str | None) -> str:
+    """'8xNVIDIA H100 80GB HBM3' and '8xH100 HBM3' compare equal; case and spaces do not matter."""
+    if not hw:
+        return "unknown"
+    m = re.match(r"^\s*(\d+)\s*x\s*(.*)$", hw)
+    count, name = (m.group(1), m.group(2)) if m else ("1", hw)
+    return f"{count}x{(R.short_gpu_name(name) or name).lower().replace(' ', '')}"
+
+
+def case_key(case: dict, attn: str | None = None) -> tuple:
+    """The matching key of a case (results document case, history case or imported baseline)."""
+    lora = case.get("lora_rank") if case.get("type") == "rl-lora" or case.get("lora_rank") else None
+    return (
+        normalise_model(case.get("model")),
+        normalise_hardware(case.get("hardware")),
+        case.get("type"),
+        int(lora) if lora else None,
+        int(case.get("seq_len") or 0),
+        str(case.get("ac") or "").lower(),
+        str(attn or case.get("attn") or "").lower(),
+        int(case.get("ep") or 1),
+        int(case.get("cp") or 1),
+    )
+
+
+def key_label(key: tuple) -> str:
+    return " ".join(f"{name}={value}" for name, value in zip(KEY_FIELDS, key, strict=True))
+
+
+@dataclass
+class Baseline:
+    source: str  # "results" | "history" | "prime-rl"
+    description: str
+    entries: dict[tuple, dict] = field(default_factory=dict)
+
+    def add(self, case: dict, entry: dict) -> None:
+        self.entries[case_key(case)] = entry
+        ran = case.get("attn_backend")
+        if ran and ran != case.get("attn"):
+            self.entries.setdefault(case_key(case, attn=ran), entry)
+
+    def find(self, case: dict) -> dict | None:
+        """The baseline entry for a results-document case, or None."""
+        entry = self.entries.get(case_key(case))
+        if entry is None and case.get("attn_backend"):
+            entry = self.entries.get(case_key(case, attn=case["attn_backend"]))
+        return entry
+
+    def __len__(self) -> int:
+        return len({id(e) for e in self.entries.values()})
+
+
+def from_results(doc: dict, description: str | None = None) -> Baseline:
+    """A pinned baseline: the successful cases of one results document."""
+    doc = R.validate(doc)
+    b = Baseline("results", description or f"run {doc['run']} ({doc.get('started_at') or 'unknown time'})")
+    for c in doc["cases"]:
+        if c.get("phase") == "Succeeded" and c.get("metrics"):
+            b.add(
+                c,
+                {
+                    "source": "results",
+                    "run": doc["run"],
+                    "when": doc.get("started_at"),
+                    "hardware": c.get("hardware"),
+                    "metrics": c["metrics"],
+                    "comparable": None,
+                },
+            )
+    return b
+
+
+def from_history(doc: dict, exclude_run: str | None = None, description: str | None = None) -> Baseline:
+    """Per case, its last successful run in the suite's history (the run being judged excluded)."""
+    if not H.is_history(doc):
+        raise BaselineError(f"not a trainbench history document (schema {doc.get('schema')!r})")
+    runs = [r for r in doc.get("runs", []) if r.get("run") != exclude_run]
+    b = Baseline("history", description or f"last successful run of suite {doc.get('suite')!r} per case")
+    for run in runs:  # oldest first: later runs overwrite
+        for c in run.get("cases", []):
+            if c.get("phase") == "Succeeded" and c.get("metrics"):
+                b.add(
+                    c,
+                    {
+                        "source": "history",
+                        "run": run.get("run"),
+                        "when": run.get("started_at"),
+                        "hardware": c.get("hardware"),
+                        "metrics": c["metrics"],
+                        "comparable": None,
+                    },
+                )
+    return b
+
+
+_PRIME_ATTN = {
+    "flash_attention_2": "fa2",
+    "flash_attention_3": "fa3",
+    "flash_attention_4": "fa4",
+    "fa2": "fa2",
+    "fa3": "fa3",
+    "fa4": "fa4",
+    "sdpa": "sdpa",
+    "eager": "eager",
+    "flex_attention": "flex",
+}
+
+
+def is_prime_rl(doc: Any) -> bool:
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("config"), dict)
+        and isinstance(doc.get("metrics"), dict)
+        and "model_name" in doc["config"]
+    )
+
+
+def prime_rl_case(doc: dict) -> dict:
+    """A prime-rl benchmark JSON -> a case-like dict (key fields, hardware, metrics block)."""
+    cfg, m = doc["config"], doc["metrics"]
+    kind = str(cfg.get("type", "rl")).lower()
+    lora = cfg.get("lora_rank")
+    type_ = "sft-full" if kind.startswith("sft") else ("rl-lora" if lora else "rl-full")
+    gpus = int(cfg.get("num_gpus") or 1)
+    peak = m.get("peak_memory") or {}
+
+    def summary(name: str) -> dict | None:
+        s = m.get(name)
+        return {k: s.get(k) for k in ("mean", "std", "min", "max", "n") if k in s} if isinstance(s, dict) else None
+
+    attn = str(cfg.get("attention") or "unknown")
+    return {
+        "model": normalise_model(cfg.get("model_name")),
+        "hf_name": cfg.get("model_name"),
+        "hardware": R.hardware_label(gpus, R.short_gpu_name(cfg.get("device_name"))),
+        "type": type_,
+        "lora_rank": lora if type_ == "rl-lora" else None,
+        "seq_len": cfg.get("seq_len"),
+        "ac": str(cfg.get("ac") or "none").lower(),
+        "attn": _PRIME_ATTN.get(attn.lower(), attn.lower()),
+        "ep": cfg.get("ep", 1),
+        "cp": cfg.get("cp", 1),
+        "success": bool(cfg.get("success", True)),
+        "when": cfg.get("timestamp"),
+        "commit": cfg.get("commit_sha"),
+        "metrics": {
+            "tps": summary("throughput"),
+            "mfu": summary("mfu"),
+            "step_time": summary("step_time"),
+            "peak_memory_gib": peak.get("gib"),
+            "peak_memory_pct": peak.get("pct"),
+        },
+    }
+
+
+def from_prime_rl(docs: list[dict], description: str | None = None) -> Baseline:
+    """prime-rl benchmark JSON files as a baseline. Step time is left out of the comparison: prime-rl's step
+    covers its own batch (micro batches x sequence length), not trainbench's."""
+    b = Baseline("prime-rl", description or f"{len(docs)} prime-rl benchmark file(s)")
+    for doc in docs:
+        c = prime_rl_case(doc)
+        if not c["success"]:
+            continue
+        b.add(
+            c,
+            {
+                "source": "prime-rl",
+                "run": c.get("commit") or "prime-rl",
+                "when": c.get("when"),
+                "hardware": c["hardware"],
+                "metrics": c["metrics"],
+                "comparable": ["mfu", "tps", "peak_memory"],
+            },
+        )
+    return b
+
+
+def read_configmap(name: str, namespace: str | None = None) -> dict[str, str]:
+    """The data of a ConfigMap, read with the kubernetes client (kubeconfig or in-cluster)."""
+    try:
+        from kubernetes import client, config
+    except ImportError:  # pragma: no cover - the operator extra is missing
+        raise BaselineError(
+            "reading a ConfigMap needs the kubernetes package (pip install trainbench[operator])"
+        ) from None
+    try:
+        try:
+            config.load_incluster_config()
+            ns_default = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
+        except config.ConfigException:
+            config.load_kube_config()
+            _, active = config.list_kube_config_contexts()
+            ns_default = (active or {}).get("context", {}).get("namespace") or "default"
+        cm = client.CoreV1Api().read_namespaced_config_map(name, namespace or ns_default)
+    except Exception as e:
+        raise BaselineError(f"configmap/{name}: cannot read it ({e.__class__.__name__}: {e})") from None
+    return dict(cm.data or {})
+
+
+def from_document(doc: Any, description: str | None = None, exclude_run: str | None = None) -> Baseline:
+    """A baseline from a parsed JSON document (results, history, prime-rl, or a list of prime-rl files)."""
+    if R.is_results(doc):
+        return from_results(doc, description)
+    if H.is_history(doc):
+        return from_history(doc, exclude_run=exclude_run, description=description)
+    if is_prime_rl(doc):
+        return from_prime_rl([doc], description)
+    if isinstance(doc, list) and doc and all(is_prime_rl(d) for d in doc):
+        return from_prime_rl(doc, description)
+    raise BaselineError(
+        "not a baseline: expected a trainbench results or history document, or prime-rl benchmark JSON "
+        "(config + metrics.{mfu,throughput,step_time} + peak_memory)"
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise BaselineError(f"{path}: not JSON ({e})") from None
+
+
+def load_baseline(source: str | Path | dict | list, namespace: str | None = None) -> Baseline:
+    """A baseline from `configmap/NAME`, a JSON file, a folder (results.json, or prime-rl JSON files), or a
+    parsed document."""
+    if isinstance(source, (dict, list)):
+        return from_document(source)
+    text = str(source)
+    if text.startswith(("configmap/", "cm/")):
+        name = text.split("/", 1)[1]
+        data = read_configmap(name, namespace)
+        for key in (R.CONFIGMAP_KEY, H.CONFIGMAP_KEY):
+            if key in data:
+                return from_document(json.loads(data[key]), f"configmap/{name}")
+        raise BaselineError(f"configmap/{name}: has no {R.CONFIGMAP_KEY} or {H.CONFIGMAP_KEY} key")
+    path = Path(source)
+    if path.is_dir():
+        if (path / "results.json").exists():
+            return from_document(_read_json(path / "results.json"), str(path))
+        files = sorted(path.rglob("*.json"))
+        docs = [d for d in (_read_json(f) for f in files) if is_prime_rl(d)]
+        if not docs:
+            raise BaselineError(f"{path}: no results.json and no prime-rl benchmark JSON files")
+        return from_prime_rl(docs, f"{len(docs)} prime-rl benchmark file(s) in {path}")
+    if not path.exists():
+        raise BaselineError(f"{path}: no such file or folder")
+    return from_document(_read_json(path), str(path))

@@ -1,0 +1,151 @@
+"""Per-suite history: a compact document of the last runs of one suite, small enough for one ConfigMap.
+
+`{"schema": HISTORY_SCHEMA, "suite": ..., "runs": [oldest ... newest]}`, each run
+`{run, started_at, finished_at, commit, image, cases: [{id, key fields, hardware, phase, reason, metrics}]}`
+with metrics reduced to what baselines, verdicts and trend plots need. `append()` adds a results document
+and drops the oldest runs until the document, stored as one ConfigMap value, fits under the limit
+(a ConfigMap holds at most 1 MiB in all, metadata included).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HISTORY_SCHEMA = "trainbench.dev/history/v1"
+CONFIGMAP_KEY = "history.json"
+CONFIGMAP_LIMIT_BYTES = 1024 * 1024  # Kubernetes: the whole ConfigMap object
+HISTORY_LIMIT_BYTES = CONFIGMAP_LIMIT_BYTES - 64 * 1024  # room for metadata and the other keys
+DEFAULT_MAX_RUNS = 90
+
+_CASE_FIELDS = ("id", "model", "type", "seq_len", "ac", "attn", "attn_backend", "ep", "cp", "lora_rank", "pool")
+_CASE_FIELDS += ("hardware", "gpus", "phase", "reason")
+
+
+def empty(suite: str) -> dict:
+    return {"schema": HISTORY_SCHEMA, "suite": suite, "runs": []}
+
+
+def is_history(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("schema") == HISTORY_SCHEMA
+
+
+def _round(x: Any, digits: int = 5) -> Any:
+    if isinstance(x, float):
+        return float(f"{x:.{digits}g}")
+    return x
+
+
+def _compact_metrics(metrics: dict | None) -> dict | None:
+    if not metrics:
+        return None
+    out: dict[str, Any] = {}
+    for name in ("tps", "mfu", "step_time", "power_w"):
+        s = metrics.get(name)
+        if isinstance(s, dict) and s.get("mean") is not None:
+            out[name] = {"mean": _round(s["mean"]), "std": _round(s.get("std")), "n": s.get("n")}
+    for name in ("peak_memory_gib", "energy_j", "tokens_per_joule"):
+        if metrics.get(name) is not None:
+            out[name] = _round(metrics[name])
+    return out or None
+
+
+def run_entry(results: dict) -> dict:
+    """The compact history entry of one results document."""
+    env = results.get("environment") or {}
+    cases = []
+    for c in results.get("cases", []):
+        entry = {k: c.get(k) for k in _CASE_FIELDS if c.get(k) is not None}
+        m = _compact_metrics(c.get("metrics")) if c.get("phase") == "Succeeded" else None
+        if m:
+            entry["metrics"] = m
+        cases.append(entry)
+    return {
+        "run": results.get("run"),
+        "started_at": results.get("started_at"),
+        "finished_at": results.get("finished_at"),
+        "commit": env.get("commit"),
+        "image": env.get("image"),
+        "cases": cases,
+    }
+
+
+def stored_size(doc: dict) -> int:
+    """Bytes the document takes as one ConfigMap value (a JSON string inside the object's JSON)."""
+    text = dumps(doc)
+    return len(json.dumps({CONFIGMAP_KEY: text}).encode())
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def trim(doc: dict, limit_bytes: int = HISTORY_LIMIT_BYTES, max_runs: int = DEFAULT_MAX_RUNS) -> dict:
+    """Drop the oldest runs until at most max_runs remain and the stored size is under limit_bytes. A single
+    run that is still too big keeps its first cases only and is marked `truncated`."""
+    runs = list(doc.get("runs", []))[-max_runs:] if max_runs > 0 else []
+    out = {**doc, "runs": runs}
+    while len(out["runs"]) > 1 and stored_size(out) > limit_bytes:
+        out["runs"] = out["runs"][1:]
+    if out["runs"] and stored_size(out) > limit_bytes:
+        last = dict(out["runs"][-1])
+        cases = list(last.get("cases", []))
+        last["truncated"] = True
+        while cases and stored_size({**out, "runs": [{**last, "cases": cases}]}) > limit_bytes:
+            cases = cases[: len(cases) * 9 // 10]
+        out["runs"] = [{**last, "cases": cases}]
+    return out
+
+
+def append(
+    doc: dict | None, results: dict, limit_bytes: int = HISTORY_LIMIT_BYTES, max_runs: int = DEFAULT_MAX_RUNS
+) -> dict:
+    """A new history document with `results` added as the newest run (replacing an entry of the same run
+    name), trimmed to fit."""
+    suite = results.get("suite") or results.get("run")
+    doc = doc if is_history(doc) else empty(suite)
+    entry = run_entry(results)
+    runs = [r for r in doc.get("runs", []) if r.get("run") != entry["run"]] + [entry]
+    return trim({**doc, "suite": doc.get("suite") or suite, "runs": runs}, limit_bytes, max_runs)
+
+
+def load(path: str | Path) -> dict | None:
+    path = Path(path)
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    if not is_history(doc):
+        raise ValueError(f"{path}: not a trainbench history document (schema {doc.get('schema')!r})")
+    return doc
+
+
+def save(doc: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(doc) + "\n")
+    return path
+
+
+def series(doc: dict | None, key: tuple, last: int = 10) -> list[dict]:
+    """[{run, started_at, phase, metrics}] for the case matching `key` (baseline.case_key) over the last runs,
+    oldest first."""
+    from trainbench.operator.baseline import case_key
+
+    if not doc:
+        return []
+    out = []
+    for run in doc.get("runs", []):
+        for c in run.get("cases", []):
+            if case_key(c) == key:
+                out.append(
+                    {
+                        "run": run.get("run"),
+                        "started_at": run.get("started_at"),
+                        "commit": run.get("commit"),
+                        "phase": c.get("phase"),
+                        "metrics": c.get("metrics"),
+                    }
+                )
+                break
+    return out[-last:]

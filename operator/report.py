@@ -1,0 +1,436 @@
+"""The markdown report: what people read every morning.
+
+`render_report(results, baseline=None, history=None, ...)` renders a results document in the format of
+prime-rl's nightly page (seeds/002): a header (time, commit, image), a section per model with the same
+columns (Type, SeqLen, AC, Attn, EP, CP, Hardware, MFU, TPS, Step Time, Peak Mem) plus power, energy and
+tokens per joule where measured; regressions bold with :warning: and the change; other changes >= 1%
+shown. Before the tables: a summary line. After them: failed benchmarks with classified reasons, a
+cross-pool comparison (speed-up, cost per million tokens), per-case history with trend plots, the
+good/excellent legend (seeds/000) and the environment.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+from typing import Any
+
+from trainbench.operator import verdict as V
+from trainbench.operator.results import parse_time
+
+TYPE_LABELS = {"sft-full": "SFT Full", "rl-full": "RL Full", "rl-lora": "RL LoRA"}
+AC_LABELS = {"recompute": "Recompute", "offload": "Offload", "none": "None", "selective": "Selective", "auto": "Auto"}
+ATTN_LABELS = {
+    "fa2": "FA2",
+    "fa3": "FA3",
+    "fa4": "FA4",
+    "sdpa": "SDPA",
+    "sdpa-cudnn": "SDPA cuDNN",
+    "sdpa-flash": "SDPA flash",
+    "sdpa-efficient": "SDPA mem-eff",
+    "sdpa-math": "SDPA math",
+    "flex": "Flex",
+    "eager": "Eager",
+    "auto": "Auto",
+}
+SPARKS = "▁▂▃▄▅▆▇█"
+LEGEND = [
+    ("MFU", "> 30%", "> 50%"),
+    ("Step Time", "< 60s", "< 30s"),
+    ("Memory Utilization", "< 90%", "< 80%"),
+]
+
+
+# --- formatting ---------------------------------------------------------------------------------------
+
+
+def type_label(case: dict) -> str:
+    label = TYPE_LABELS.get(case.get("type"), str(case.get("type")))
+    if case.get("type") == "rl-lora" and case.get("lora_rank"):
+        label += f"(r={case['lora_rank']})"
+    return label
+
+
+def ac_label(ac: str | None) -> str:
+    return AC_LABELS.get(str(ac), str(ac))
+
+
+def attn_label(case: dict) -> str:
+    asked, ran = case.get("attn"), case.get("attn_backend")
+    if asked == "auto" and ran:
+        return f"{ATTN_LABELS.get(ran, ran)} (auto)"
+    if ran and ran != asked:
+        return f"{ATTN_LABELS.get(asked, asked)}→{ATTN_LABELS.get(ran, ran)}"
+    return ATTN_LABELS.get(asked, str(asked))
+
+
+def model_title(case: dict) -> str:
+    hf = case.get("hf_name") or ""
+    return hf.split("/")[-1] if hf and not hf.startswith("trainbench/") else case.get("model", "?")
+
+
+def fmt_tps(v: float) -> str:
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.2f}k"
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def fmt_seconds(v: float) -> str:
+    return f"{v:.2f}s" if v >= 0.1 else f"{v * 1000:.1f}ms"
+
+
+def fmt_gib(v: float) -> str:
+    return f"{v:.1f} GiB" if v >= 0.1 else f"{v * 1024:.1f} MiB"
+
+
+def fmt_energy(j: float) -> str:
+    if j >= 1e6:
+        return f"{j / 3.6e6:.2f} kWh"
+    if j >= 1e3:
+        return f"{j / 1e3:.1f} kJ"
+    return f"{j:.0f} J"
+
+
+FORMATS = {
+    "mfu": lambda v: f"{v:.1f}%",
+    "tps": fmt_tps,
+    "step_time": fmt_seconds,
+    "peak_memory": fmt_gib,
+    "tokens_per_joule": lambda v: f"{v:.1f}" if v >= 10 else f"{v:.3g}",
+}
+
+
+def cell(metric: str, value: float | None, verdict: dict | None = None) -> str:
+    """One table cell: the value, and its change against the baseline when it matters."""
+    if value is None:
+        return "–"
+    text = FORMATS[metric](value)
+    if not verdict:
+        return text
+    status, change = verdict.get("status"), verdict.get("change_pct")
+    if status == "regression":
+        return f"**{text}** :warning: ({change:+.1f}%)"
+    if status == "noise":
+        return f"{text} ({change:+.1f}% ~noise)"
+    if status in ("improvement", "changed"):
+        return f"{text} ({change:+.1f}%)"
+    return text
+
+
+def sparkline(values: list[float | None]) -> str:
+    nums = [v for v in values if v is not None]
+    if not nums:
+        return ""
+    lo, hi = min(nums), max(nums)
+    out = []
+    for v in values:
+        if v is None:
+            out.append("·")
+        elif hi == lo:
+            out.append(SPARKS[3])
+        else:
+            out.append(SPARKS[round((v - lo) / (hi - lo) * (len(SPARKS) - 1))])
+    return "".join(out)
+
+
+def _when(value: str | None) -> str:
+    t = parse_time(value)
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t else "unknown"
+
+
+def _sort_key(case: dict) -> tuple:
+    tps = ((case.get("metrics") or {}).get("tps") or {}).get("mean") or 0.0
+    return (type_label(case), case.get("seq_len") or 0, -tps, case.get("hardware") or "", case.get("ac") or "")
+
+
+# --- sections -----------------------------------------------------------------------------------------
+
+
+def _model_sections(cases: list[dict]) -> list[str]:
+    lines: list[str] = []
+    by_model: dict[str, list[dict]] = {}
+    for c in cases:
+        by_model.setdefault(model_title(c), []).append(c)
+    for title, group in by_model.items():
+        extra = []
+        if any((c.get("metrics") or {}).get("power_w") for c in group):
+            extra.append(("Power", lambda m: f"{m['power_w']['mean']:.0f} W" if m.get("power_w") else "–"))
+        if any((c.get("metrics") or {}).get("energy_j") is not None for c in group):
+            extra.append(("Energy", lambda m: fmt_energy(m["energy_j"]) if m.get("energy_j") is not None else "–"))
+        tpj = any((c.get("metrics") or {}).get("tokens_per_joule") is not None for c in group)
+        head = ["Type", "SeqLen", "AC", "Attn", "EP", "CP", "Hardware", "MFU", "TPS", "Step Time", "Peak Mem"]
+        head += [name for name, _ in extra] + (["Tok/J"] if tpj else [])
+        lines += [f"## {title}", "", "| " + " | ".join(head) + " |"]
+        lines.append("|" + "|".join("-" * max(len(h) + 2, 4) for h in head) + "|")
+        for c in sorted(group, key=_sort_key):
+            m = c.get("metrics") or {}
+            vd = c.get("verdicts") or {}
+            nominal = "†" if c.get("peak_flops_source") == "cpu-nominal" else ""
+            row = [
+                type_label(c),
+                str(c.get("seq_len")),
+                ac_label(c.get("ac")),
+                attn_label(c),
+                str(c.get("ep", 1)),
+                str(c.get("cp", 1)),
+                c.get("hardware") or "?",
+                cell("mfu", V.metric_value(m, "mfu")[0], vd.get("mfu")) + nominal,
+                cell("tps", V.metric_value(m, "tps")[0], vd.get("tps")),
+                cell("step_time", V.metric_value(m, "step_time")[0], vd.get("step_time")),
+                cell("peak_memory", m.get("peak_memory_gib"), vd.get("peak_memory")),
+            ]
+            row += [fn(m) for _, fn in extra]
+            if tpj:
+                row.append(cell("tokens_per_joule", m.get("tokens_per_joule"), vd.get("tokens_per_joule")))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return lines
+
+
+def _failed_section(cases: list[dict]) -> list[str]:
+    bad = [c for c in cases if c.get("phase") not in ("Succeeded", "Pending", "Running")]
+    if not bad:
+        return []
+    lines = ["## Failed Benchmarks", ""]
+    details = []
+    for c in bad:
+        reason = c.get("reason") or c.get("phase")
+        msg = (c.get("message") or "").strip()
+        first = msg.splitlines()[0][:200] if msg else ""
+        what = f"seq {c.get('seq_len')}, {ac_label(c.get('ac'))}, {attn_label(c)}"
+        if (c.get("ep") or 1) > 1 or (c.get("cp") or 1) > 1:
+            what += f", EP {c.get('ep')}, CP {c.get('cp')}"
+        line = f"- **{model_title(c)}** ({type_label(c)}, {what}) on {c.get('hardware')}: **{reason}**"
+        lines.append(line + (f": {first}" if first else ""))
+        if msg and len(msg.splitlines()) > 1:
+            details += [f"<details><summary>{c['id']}: last log lines</summary>", "", "```", msg, "```", "</details>"]
+    lines.append("")
+    if details:
+        lines += details + [""]
+    return lines
+
+
+def _cross_pool(results: dict, cases: list[dict]) -> list[str]:
+    prices = {p["name"]: p.get("price_per_gpu_hour") for p in results.get("pools") or []}
+    groups: dict[tuple, list[dict]] = {}
+    for c in cases:
+        if c.get("phase") != "Succeeded" or not V.metric_value(c.get("metrics"), "tps")[0]:
+            continue
+        k = (c["model"], c["type"], c.get("lora_rank"), c["seq_len"], c["ac"], c["attn"], c.get("ep"), c.get("cp"))
+        groups.setdefault(k, []).append(c)
+    groups = {k: v for k, v in groups.items() if len({c["pool"] for c in v}) > 1}
+    if not groups:
+        return []
+    priced = any(prices.get(c["pool"]) is not None for g in groups.values() for c in g)
+    head = ["Model", "Type", "SeqLen", "AC", "Attn", "Pool", "Hardware", "TPS", "Speed-up"]
+    head += ["$/GPU-h", "$/M tokens"] if priced else []
+    lines = [
+        "## Across pools",
+        "",
+        "The same case on several pools; speed-up against the slowest pool"
+        + (", cost per million tokens from each pool's declared GPU-hour price." if priced else "."),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("-" * (len(h) + 2) for h in head) + "|",
+    ]
+    for group in groups.values():
+        slowest = min(V.metric_value(c["metrics"], "tps")[0] for c in group)
+        for c in sorted(group, key=lambda c: -V.metric_value(c["metrics"], "tps")[0]):
+            tps = V.metric_value(c["metrics"], "tps")[0]
+            row = [model_title(c), type_label(c), str(c["seq_len"]), ac_label(c["ac"]), attn_label(c)]
+            row += [c["pool"], c.get("hardware") or "?", fmt_tps(tps), f"{tps / slowest:.2f}×"]
+            if priced:
+                price = prices.get(c["pool"])
+                if price is None:
+                    row += ["–", "–"]
+                else:
+                    per_m = price * (c.get("gpus") or 1) / 3600.0 / tps * 1e6
+                    row += [f"${price:.2f}", f"${per_m:.3f}"]
+            lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
+
+
+def _history_section(results: dict, history: dict | None, plots: dict | None, last: int) -> list[str]:
+    from trainbench.operator.plots import trend_series
+
+    groups = trend_series(results, history, last)
+    if not groups:
+        return []
+    lines = [f"## History (last {last} runs)", ""]
+    for model, cases in groups.items():
+        title = model_title(cases[0][0])
+        lines += [f"### {title}", ""]
+        if plots and plots.get(model):
+            lines += [f"![{title}: TPS and MFU over the last runs]({plots[model]})", ""]
+        lines += [
+            "| Case | Runs | TPS trend | TPS (oldest → newest) | MFU (oldest → newest) |",
+            "|---|---|---|---|---|",
+        ]
+        for case, points in cases:
+            tps = [V.metric_value(p.get("metrics"), "tps")[0] for p in points]
+            mfu = [V.metric_value(p.get("metrics"), "mfu")[0] for p in points]
+            label = f"{type_label(case)} {case['seq_len']} {ac_label(case['ac'])} {attn_label(case)} {case['hardware']}"
+            row = [
+                label,
+                str(len(points)),
+                sparkline(tps),
+                " → ".join(fmt_tps(v) if v is not None else "✗" for v in tps),
+                " → ".join(f"{v:.1f}%" if v is not None else "✗" for v in mfu),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return lines
+
+
+def _environment(results: dict, cases: list[dict]) -> list[str]:
+    rows = []
+    seen = set()
+    for c in cases:
+        env = c.get("environment") or {}
+        row = (
+            c.get("hardware") or "?",
+            c.get("gpu") or env.get("gpu_name") or "–",
+            c.get("driver") or env.get("driver") or "–",
+            env.get("torch") or "–",
+            env.get("cuda") or env.get("hip") or "–",
+            env.get("transformers") or "–",
+            c.get("image") or "–",
+        )
+        if any(v != "–" for v in row[1:6]) and row not in seen:
+            seen.add(row)
+            rows.append(row)
+    if not rows:
+        return []
+    lines = ["<details><summary>Environment</summary>", ""]
+    lines += ["| Hardware | GPU | Driver | torch | CUDA/HIP | transformers | Image |", "|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return lines + ["", "</details>", ""]
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+
+def summary_line(results: dict) -> str:
+    s = results.get("summary") or {}
+    parts = [f"{s.get('cases', 0)} cases", f"{s.get('succeeded', 0)} passed", f"{s.get('failed', 0)} failed"]
+    if s.get("metrics_unavailable"):
+        parts.append(f"{s['metrics_unavailable']} without metrics")
+    if s.get("skipped"):
+        parts.append(f"{s['skipped']} skipped")
+    if s.get("pending"):
+        parts.append(f"{s['pending']} not finished")
+    regs = s.get("regressions", 0)
+    if results.get("baseline") is None:
+        parts.append("no baseline")
+    else:
+        parts.append(f"{regs} regression{'s' if regs != 1 else ''}")
+    icon = ":x:" if s.get("failed") or regs else ":white_check_mark:"
+    return f"{icon} **{', '.join(parts)}**"
+
+
+def render_report(
+    results: dict,
+    baseline: Any | None = None,
+    history: dict | None = None,
+    *,
+    thresholds: dict | Any | None = None,
+    plots: dict | None = None,
+    history_runs: int = 10,
+    title: str = "Performance Benchmarks",
+) -> str:
+    """Markdown for a results document. `baseline`: a baseline.Baseline (verdicts are computed) or None
+    (verdicts already attached to the document are used); `history`: the suite's history document;
+    `plots`: {model: relative path} from plots.render_trends."""
+    results = copy.deepcopy(results)
+    if baseline is not None:
+        V.apply(results, baseline, thresholds)
+    th = V.thresholds_for(thresholds if thresholds is not None else (results.get("thresholds") or None))
+    env = results.get("environment") or {}
+    cases = results.get("cases") or []
+    image = env.get("image") or next((c.get("image") for c in cases if c.get("image")), None)
+    if env.get("image_digest"):
+        image = f"{image}@{env['image_digest']}" if image else env["image_digest"]
+
+    lines = [f"# {title}: {results.get('suite')}", "", summary_line(results), ""]
+    lines += [
+        f"**Last Updated:** {_when(results.get('finished_at') or results.get('started_at'))}  ",
+        f"**Run:** `{results.get('run')}` ({env.get('executor', 'unknown')} executor"
+        + (f", {results['duration_s']:.0f}s" if results.get("duration_s") is not None else "")
+        + ")  ",
+        f"**Commit:** `{env.get('commit') or 'unknown'}`  ",
+        f"**Docker Image:** `{image or 'None'}`  ",
+    ]
+    b = results.get("baseline")
+    if b:
+        lines.append(f"**Baseline:** {b.get('description')} ({b.get('matched', 0)} of {len(cases)} cases matched)")
+    else:
+        lines.append("**Baseline:** none (first run of this suite, or no baseline given)")
+    lines.append("")
+    if len(set(th.values())) == 1:
+        th_text = f"{th['mfu']:g}%"
+    else:
+        th_text = ", ".join(f"{V.LABELS[m]} {th[m]:g}%" for m in V.METRICS)
+    lines += [
+        f"> :warning: indicates regression > {th_text} from baseline",
+        f"> diffs shown when abs(change) >= {V.SHOW_PCT:.1f}% (except regressions, which always show diffs); "
+        "`~noise` marks a change within the step-to-step spread of both runs",
+        "",
+        "> :clock10: Step Time is the wall time of one optimizer step (all micro batches); TPS counts tokens over "
+        "all GPUs; MFU uses prime-rl's FLOPs formula; Peak Mem is the maximum reserved device memory.",
+        "",
+    ]
+    ok = [c for c in cases if c.get("phase") == "Succeeded"]
+    lines += _model_sections(ok)
+    if any(c.get("peak_flops_source") == "cpu-nominal" for c in ok):
+        lines += ["† MFU against a nominal CPU peak (no GPU): compare it only with other CPU runs.", ""]
+    lines += _failed_section(cases)
+    lines += _cross_pool(results, cases)
+    lines += _history_section(results, history, plots, history_runs)
+    lines += ["## Metrics Interpretation", "", "| Metric | Good | Excellent |", "|--------|------|-----------|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in LEGEND]
+    lines.append("")
+    lines += _environment(results, cases)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_compare(a: dict, b: dict, thresholds: dict | Any | None = None) -> tuple[str, dict]:
+    """Diff two results documents (A = before, B = after): markdown and a JSON-ready dict."""
+    from trainbench.operator.baseline import from_results
+
+    base = from_results(a)
+    b = V.apply(copy.deepcopy(b), base, thresholds if thresholds is not None else (b.get("thresholds") or None))
+    rows, data = [], []
+    for c in b.get("cases", []):
+        vd = c.get("verdicts")
+        entry = {"case": c["id"], "phase": c.get("phase"), "verdicts": vd, "baseline_run": a.get("run")}
+        data.append(entry)
+        if not vd:
+            label = f"{type_label(c)} {c['seq_len']} {c['hardware']}"
+            rows.append(f"| {model_title(c)} | {label} | – | – | – | – | no match in A |")
+            continue
+        parts = []
+        for metric in ("mfu", "tps", "step_time", "peak_memory"):
+            v = vd.get(metric)
+            parts.append(cell(metric, v.get("current"), v) if v else "–")
+        worst = [v["status"] for v in vd.values()]
+        status = "regression" if "regression" in worst else ("improvement" if "improvement" in worst else "ok")
+        label = f"{type_label(c)} {c['seq_len']} {c['hardware']}"
+        rows.append(f"| {model_title(c)} | {label} | " + " | ".join(parts) + f" | {status} |")
+    md = [
+        f"# Compare: `{a.get('run')}` → `{b.get('run')}`",
+        "",
+        summary_line(b),
+        "",
+        "| Model | Case | MFU | TPS | Step Time | Peak Mem | Verdict |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    return "\n".join(md), {"a": a.get("run"), "b": b.get("run"), "summary": b.get("summary"), "cases": data}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

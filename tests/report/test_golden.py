@@ -1,0 +1,48 @@
+"""Golden reports: fixed results + baselines render to reviewed markdown (tests/report/golden/*.md).
+
+Regenerate after an intended format change with `UPDATE_GOLDEN=1 pytest tests/report/test_golden.py` and
+review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from trainbench.operator import baseline as B
+from trainbench.operator.report import render_report
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{name} differs from the reviewed golden file (UPDATE_GOLDEN=1 to accept)"
+
+
+def test_report_with_baseline_matches_golden(current, baseline_results):
+    text = render_report(current, baseline=B.from_results(baseline_results))
+    check_golden("nightly-vs-baseline.md", text)
+
+
+def test_report_without_baseline_matches_golden(current):
+    check_golden("nightly-no-baseline.md", render_report(current))
+
+
+def test_report_with_history_matches_golden(current, history_doc):
+    base = B.from_history(history_doc, exclude_run=current["run"])
+    plots = {"qwen3-0.6b": "plots/trend-qwen3-0.6b.png", "qwen3-4b": "plots/trend-qwen3-4b.png"}
+    text = render_report(current, baseline=base, history=history_doc, plots=plots, history_runs=5)
+    check_golden("nightly-history.md", text)
+
+
+@pytest.mark.parametrize("name", ["nightly-vs-baseline.md", "nightly-no-baseline.md", "nightly-history.md"])
+def test_golden_files_are_reviewed_markdown(name):
+    text = (GOLDEN / name).read_text()
+    assert text.startswith("# Performance Benchmarks: nightly\n\n")
+    assert "| Type | SeqLen | AC | Attn | EP | CP | Hardware | MFU | TPS | Step Time | Peak Mem |" in text
