@@ -38,6 +38,7 @@ EXIT_REASONS = {EXIT_BAD_CONFIG: "BadConfig", EXIT_OOM: "OutOfMemory"}
 # --- files -----------------------------------------------------------------------------------------
 TERMINATION_LOG = "/dev/termination-log"
 RESULT_LINE_PREFIX = "TRAINBENCH_RESULT "  # the last stdout line: prefix + compact JSON
+METRICS_PORT_LINE_PREFIX = "TRAINBENCH_METRICS_PORT "  # rank 0 prints prefix + port before step 1
 
 # --- Prometheus metrics (rank 0 serves them on METRICS_PORT) -----------------------------------------
 METRICS_PORT = 9400
