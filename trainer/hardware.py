@@ -50,3 +50,8 @@ def peak_flops(device_name: str, override_tflops: float | None = None) -> float:
         f"no peak FLOP/s known for device {device_name!r}; pass --peak-tflops (the pool's peakTFLOPs) "
         "so that MFU is computed against a real figure"
     )
+
+
+# Bench mode on a CPU (CI, laptops) has no data-sheet peak: MFU there is against this nominal 1 TFLOP/s per
+# process, and the result says so (`peak_flops_source: "cpu-nominal"`). Never used for a GPU.
+CPU_NOMINAL_PEAK_FLOPS = 1e12

@@ -1,0 +1,173 @@
+"""Bench-mode configuration: the CLI of `python -m trainbench.trainer` as a dataclass.
+
+`parse_args(argv)` turns the command line (exactly what `operator.plan.Case.trainer_args()` emits, plus the
+local options) into a `BenchConfig`; `validate(cfg, spec)` refuses what cannot run with `BadConfig` (exit 2).
+Torch-free, so the operator and tests can build configs without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+
+from trainbench.trainer.contract import AC_MODES, ATTN_BACKENDS, BENCH_TYPES, DEFAULT_LORA_TARGETS, METRICS_PORT
+
+IMPLS = ("auto", "hf", "fast")
+DEVICES = ("auto", "cuda", "cpu")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+MIN_DOC_LEN = 16  # every synthetic document has at least this many tokens
+
+
+class BadConfig(ValueError):
+    """The configuration cannot run (exit code contract.EXIT_BAD_CONFIG, one-line reason)."""
+
+
+@dataclass
+class BenchConfig:
+    model: str = "tiny-qwen3"
+    type: str = "sft-full"
+    seq_len: int = 1024
+    ac: str = "auto"
+    attn: str = "auto"
+    ep: int = 1
+    cp: int = 1
+    steps: int = 5
+    warmup_steps: int = 1
+    micro_batch: int = 1  # sequences per forward/backward on each rank
+    batch_size: int = 1  # sequences per optimizer step on each rank (grad accumulation = batch_size / micro_batch)
+    compile: bool = False
+    case: str = ""
+    pool: str = ""
+    run: str = ""
+    peak_tflops: float | None = None
+    lora_rank: int | None = None  # None: 16 for rl-lora
+    lora_alpha: float | None = None  # None: 2 * rank
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    metrics_port: int = METRICS_PORT  # 0: ephemeral port, -1: no server
+    device: str = "auto"
+    impl: str = "auto"
+    output: str | None = None
+    dry_run: bool = False
+    weights: str | None = None
+    seed: int = 0
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    docs_per_seq: int = 4  # documents packed into each sequence
+    fixed_batch: bool = False  # reuse one batch every step (loss must fall)
+    lr: float = 1e-5
+    loss_chunk: int = 4096  # tokens per LM-head chunk in the loss
+    ratio_low: float = 0.125  # RL: tokens whose importance ratio falls outside [low, high] are masked
+    ratio_high: float = 8.0
+    linger: float = 0.0  # seconds to keep serving /metrics after the run
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def grad_accum(self) -> int:
+        return self.batch_size // self.micro_batch
+
+    @property
+    def is_lora(self) -> bool:
+        return self.type == "rl-lora"
+
+    @property
+    def effective_lora_rank(self) -> int | None:
+        if not self.is_lora:
+            return None
+        return self.lora_rank or 16
+
+    @property
+    def effective_lora_alpha(self) -> float | None:
+        if not self.is_lora:
+            return None
+        return self.lora_alpha if self.lora_alpha is not None else 2.0 * self.effective_lora_rank
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        d["lora_rank"] = self.effective_lora_rank
+        d["lora_alpha"] = self.effective_lora_alpha
+        d.pop("extra")
+        return d
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one-line BadConfig instead of argparse's usage + exit 2
+        raise BadConfig(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = BenchConfig()
+    p = _Parser(prog="trainbench bench", description="Train a model architecture on synthetic data and measure it.")
+    p.add_argument("--model", default=d.model, help="shipped name (qwen3-0.6b, Qwen/Qwen3-0.6B) or a config.json")
+    p.add_argument("--type", default=d.type, choices=BENCH_TYPES)
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help="packed sequence length T")
+    p.add_argument("--ac", default=d.ac, choices=AC_MODES, help="activation checkpointing")
+    p.add_argument("--attn", default=d.attn, choices=ATTN_BACKENDS)
+    p.add_argument("--ep", type=int, default=d.ep)
+    p.add_argument("--cp", type=int, default=d.cp)
+    p.add_argument("--steps", type=int, default=d.steps, help="measured optimizer steps")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="steps run before measuring")
+    p.add_argument("--micro-batch", type=int, default=d.micro_batch)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per optimizer step per rank")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
+    p.add_argument("--case", default=d.case)
+    p.add_argument("--pool", default=d.pool)
+    p.add_argument("--run", default=d.run)
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s per device (overrides table)")
+    p.add_argument("--lora-rank", type=int, default=None)
+    p.add_argument("--lora-alpha", type=float, default=None)
+    p.add_argument("--lora-targets", default=",".join(d.lora_targets))
+    p.add_argument("--metrics-port", type=int, default=d.metrics_port, help="0: ephemeral, -1: no server")
+    p.add_argument("--device", default=d.device, choices=DEVICES)
+    p.add_argument("--impl", default=d.impl, choices=IMPLS)
+    p.add_argument("--output", default=None, help="write the result JSON here")
+    p.add_argument("--dry-run", action="store_true", help="resolve and print the configuration on the meta device")
+    p.add_argument("--weights", default=None, help="local safetensors file or directory to load")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--dtype", default=d.dtype, choices=DTYPES)
+    p.add_argument("--docs-per-seq", type=int, default=d.docs_per_seq)
+    p.add_argument("--fixed-batch", action="store_true", help="train on one batch every step")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--loss-chunk", type=int, default=d.loss_chunk)
+    p.add_argument("--ratio-low", type=float, default=d.ratio_low)
+    p.add_argument("--ratio-high", type=float, default=d.ratio_high)
+    p.add_argument("--linger", type=float, default=d.linger, help="keep serving /metrics this long after the run")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> BenchConfig:
+    ns = build_parser().parse_args(argv)
+    kw = vars(ns)
+    kw["lora_targets"] = tuple(t.strip() for t in kw["lora_targets"].split(",") if t.strip())
+    cfg = BenchConfig(**kw)
+    check_static(cfg)
+    return cfg
+
+
+def check_static(cfg: BenchConfig) -> None:
+    """Checks that need no model, no torch and no world."""
+    if cfg.steps < 1:
+        raise BadConfig(f"--steps must be >= 1 (got {cfg.steps})")
+    if cfg.warmup_steps < 0:
+        raise BadConfig(f"--warmup-steps must be >= 0 (got {cfg.warmup_steps})")
+    if cfg.micro_batch < 1 or cfg.batch_size < 1:
+        raise BadConfig("--micro-batch and --batch-size must be >= 1")
+    if cfg.batch_size % cfg.micro_batch:
+        raise BadConfig(f"--batch-size ({cfg.batch_size}) must be a multiple of --micro-batch ({cfg.micro_batch})")
+    if cfg.docs_per_seq < 1:
+        raise BadConfig("--docs-per-seq must be >= 1")
+    if cfg.seq_len < cfg.docs_per_seq * MIN_DOC_LEN:
+        raise BadConfig(
+            f"--seq-len {cfg.seq_len} is too short for {cfg.docs_per_seq} documents of at least {MIN_DOC_LEN} tokens"
+        )
+    if cfg.ep < 1 or cfg.cp < 1:
+        raise BadConfig("--ep and --cp must be >= 1")
+    if cfg.loss_chunk < 1:
+        raise BadConfig("--loss-chunk must be >= 1")
+    if not 0 < cfg.ratio_low < 1 < cfg.ratio_high:
+        raise BadConfig("need 0 < --ratio-low < 1 < --ratio-high")
+    if cfg.is_lora and not cfg.lora_targets:
+        raise BadConfig("--lora-targets is empty")
+    if cfg.lora_rank is not None and cfg.lora_rank < 1:
+        raise BadConfig("--lora-rank must be >= 1")
+    if cfg.peak_tflops is not None and cfg.peak_tflops <= 0:
+        raise BadConfig("--peak-tflops must be > 0")

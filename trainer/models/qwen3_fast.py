@@ -1,0 +1,319 @@
+"""A custom Qwen3 (and Llama) implementation for the fast path, in the spirit of torchtitan / prime-rl.
+
+Parameter names are those of transformers' `Qwen3ForCausalLM` / `LlamaForCausalLM` (`model.embed_tokens.weight`,
+`model.layers.0.self_attn.q_proj.weight`, ..., `lm_head.weight`), so a state dict loads either way.
+
+What differs from the transformers modules:
+- The micro-batch is flat: [B*T] tokens with document boundaries (`Batch.cu_seqlens`); attention is causal
+  within each document through `trainbench.trainer.kernels.doc_attention` (cuDNN SDPA per document by default
+  on CUDA, or FA2 varlen, or flex_attention), never through a dense [T, T] mask.
+- Each block runs as two compiled regions around the attention call: (RMSNorm, q/k/v projections, q/k RMSNorm,
+  RoPE) and (o projection, residual, RMSNorm, SwiGLU MLP, residual). Weights enter the compiled functions as
+  tensors, so every layer reuses one compiled graph. LoRA is built in (frozen base weight + A/B, same math as
+  peft's `Linear`: y = W x + (alpha / r) * B A x), so it compiles with the block.
+- Activation checkpointing per block: `none`; `recompute` (whole block recomputed in backward); `selective`
+  (the two compiled regions are recomputed, the attention output is kept, so attention never runs twice);
+  `offload` (saved activations to pinned CPU memory); `auto` picks the fastest that the memory estimate fits.
+- `hidden_states` returns the final-normed hidden states [B*T, hidden]; the loss runs the LM head in chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from trainbench.trainer.kernels import doc_attention
+
+SUPPORTED_MODEL_TYPES = ("qwen3", "llama")
+PROJ_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # transformers' Qwen3RMSNorm / LlamaRMSNorm exactly: float32 statistics, cast back, then scale.
+    dtype = x.dtype
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, lora, scale: float) -> torch.Tensor:
+    y = F.linear(x, w)
+    if lora is not None:
+        a, b = lora
+        y = y + F.linear(F.linear(x, a), b) * scale
+    return y
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+
+class Linear(nn.Module):
+    """nn.Linear without bias (state-dict key `weight`), optionally with a LoRA adapter (`lora_A`, `lora_B`)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.lora_A: nn.Parameter | None = None
+        self.lora_B: nn.Parameter | None = None
+        self.lora_scale = 0.0
+
+    def add_lora(self, rank: int, alpha: float) -> None:
+        dev, dt = self.weight.device, self.weight.dtype
+        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, device=dev, dtype=dt))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=dev, dtype=dt))
+        if dev.type != "meta":
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # peft's default init (B = 0)
+        self.lora_scale = alpha / rank
+
+    @property
+    def lora(self):
+        return None if self.lora_A is None else (self.lora_A, self.lora_B)
+
+    def forward(self, x):
+        return linear(x, self.weight, self.lora, self.lora_scale)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        h, d = cfg["hidden_size"], _head_dim(cfg)
+        self.q_proj = Linear(h, cfg["num_attention_heads"] * d)
+        self.k_proj = Linear(h, cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * d)
+        self.v_proj = Linear(h, cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * d)
+        self.o_proj = Linear(cfg["num_attention_heads"] * d, h)
+        if cfg["model_type"] == "qwen3":
+            self.q_norm = RMSNorm(d, cfg["rms_norm_eps"])
+            self.k_norm = RMSNorm(d, cfg["rms_norm_eps"])
+        else:
+            self.q_norm = self.k_norm = None
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        h, i = cfg["hidden_size"], cfg["intermediate_size"]
+        self.gate_proj = Linear(h, i)
+        self.up_proj = Linear(h, i)
+        self.down_proj = Linear(i, h)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg["num_hidden_layers"]))
+        self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+
+
+class FastCausalLM(nn.Module):
+    """Qwen3ForCausalLM / LlamaForCausalLM parameters, flat packed forward (see the module doc)."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        if cfg["model_type"] not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"no fast implementation for model_type {cfg['model_type']!r}")
+        if cfg.get("attention_bias") or cfg.get("mlp_bias"):
+            raise ValueError("the fast implementation has no projection biases")
+        self.cfg = dict(cfg)
+        self.model = Backbone(cfg)
+        self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
+        if cfg.get("tie_word_embeddings"):
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.heads = cfg["num_attention_heads"]
+        self.kv_heads = cfg.get("num_key_value_heads", self.heads)
+        self.head_dim = _head_dim(cfg)
+        self.eps = cfg["rms_norm_eps"]
+        self._rotary = None  # transformers' rotary embedding (RoPE scaling variants included), built lazily
+        # runtime options (set by configure())
+        self.attn_backend = "sdpa"
+        self.gqa = "native"
+        self.ac = "none"
+        self.compiled = False
+        self._pre = _pre_attn
+        self._post = _post_attn
+
+    # --- setup ----------------------------------------------------------------------------------------------
+    def configure(self, attn_backend: str = "sdpa", ac: str = "none", compile: bool = False, gqa: str = "native"):
+        if attn_backend not in doc_attention.DOC_BACKENDS:
+            raise ValueError(f"unknown attention backend {attn_backend!r} for the fast implementation")
+        if ac not in ("none", "recompute", "selective", "offload"):
+            raise ValueError(f"unknown activation checkpointing mode {ac!r}")
+        self.attn_backend, self.ac, self.gqa = attn_backend, ac, gqa
+        self.compiled = compile
+        if compile:
+            self._pre = torch.compile(_pre_attn, dynamic=False)
+            self._post = torch.compile(_post_attn, dynamic=False)
+        else:
+            self._pre, self._post = _pre_attn, _post_attn
+        return self
+
+    def add_lora(self, rank: int, alpha: float, targets) -> int:
+        """Freeze everything, add LoRA adapters on `targets` (projection names). Returns the adapter count."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        n = 0
+        for layer in self.model.layers:
+            for mod in (layer.self_attn, layer.mlp):
+                for name in PROJ_NAMES:
+                    if name in targets and hasattr(mod, name):
+                        getattr(mod, name).add_lora(rank, alpha)
+                        n += 1
+        return n
+
+    def rotary(self):
+        if self._rotary is None:
+            from transformers import AutoConfig
+
+            hf_cfg = AutoConfig.for_model(**self.cfg)
+            if self.cfg["model_type"] == "qwen3":
+                from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding as Rotary
+            else:
+                from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Rotary
+            self._rotary = [Rotary(hf_cfg).to(self.lm_head.weight.device)]  # a list: not a submodule
+        return self._rotary[0]
+
+    # --- forward --------------------------------------------------------------------------------------------
+    def hidden_states(self, input_ids, position_ids, cu_seqlens, max_seqlen: int, doc_ids=None) -> torch.Tensor:
+        """Final-normed hidden states [N, hidden] of the flattened micro-batch."""
+        ids = input_ids.reshape(-1)
+        x = F.embedding(ids, self.model.embed_tokens.weight)
+        cos, sin = self.rotary()(x, position_ids.reshape(1, -1))
+        cos, sin = cos[0], sin[0]  # [N, D]
+        attn = self._attention_fn(cu_seqlens, max_seqlen, doc_ids)
+        ctx = (
+            torch.autograd.graph.save_on_cpu(pin_memory=True)
+            if self.ac == "offload" and torch.is_grad_enabled()
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            for layer in self.model.layers:
+                x = self._layer(layer, x, cos, sin, attn)
+        return rms_norm(x, self.model.norm.weight, self.eps)
+
+    def forward(self, input_ids, position_ids, cu_seqlens, max_seqlen: int, doc_ids=None):
+        """Logits [N, vocab] (small inputs and tests only: the bench loss never builds full logits)."""
+        return self.lm_head(self.hidden_states(input_ids, position_ids, cu_seqlens, max_seqlen, doc_ids))
+
+    def _attention_fn(self, cu_seqlens, max_seqlen, doc_ids):
+        backend = self.attn_backend
+        scale = None
+        if backend == "varlen":
+            return lambda q, k, v: doc_attention.varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
+        if backend == "flex":
+            mask = doc_attention.document_block_mask(doc_ids)
+            return lambda q, k, v: doc_attention.flex_attention(q, k, v, mask, scale)
+        bounds = [int(b) for b in cu_seqlens.tolist()]
+        return lambda q, k, v: doc_attention.sdpa_per_document(q, k, v, bounds, backend, self.gqa, scale)
+
+    def _layer_args(self, layer):
+        a, m = layer.self_attn, layer.mlp
+        pre_w = (
+            layer.input_layernorm.weight,
+            a.q_proj.weight,
+            a.k_proj.weight,
+            a.v_proj.weight,
+            None if a.q_norm is None else a.q_norm.weight,
+            None if a.k_norm is None else a.k_norm.weight,
+        )
+        pre_lora = (a.q_proj.lora, a.k_proj.lora, a.v_proj.lora)
+        post_w = (a.o_proj.weight, layer.post_attention_layernorm.weight, m.gate_proj.weight, m.up_proj.weight)
+        post_w = (*post_w, m.down_proj.weight)
+        post_lora = (a.o_proj.lora, m.gate_proj.lora, m.up_proj.lora, m.down_proj.lora)
+        return pre_w, pre_lora, post_w, post_lora, a.q_proj.lora_scale
+
+    def _layer(self, layer, x, cos, sin, attn):
+        pre_w, pre_lora, post_w, post_lora, ls = self._layer_args(layer)
+        shape = (self.heads, self.kv_heads, self.head_dim, self.eps, ls)
+
+        def pre(x_):
+            return self._pre(x_, cos, sin, pre_w, pre_lora, shape)
+
+        def post(x_, o_):
+            return self._post(x_, o_, post_w, post_lora, shape)
+
+        def block(x_):
+            q, k, v = pre(x_)
+            o = attn(q, k, v)
+            return post(x_, o)
+
+        if self.ac == "recompute" and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        if self.ac == "selective" and torch.is_grad_enabled():
+            q, k, v = checkpoint(pre, x, use_reentrant=False)
+            o = attn(q, k, v)
+            return checkpoint(post, x, o, use_reentrant=False)
+        return block(x)
+
+
+def _head_dim(cfg: dict) -> int:
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+def _pre_attn(x, cos, sin, weights, loras, shape):
+    """RMSNorm, q/k/v projections (+LoRA), q/k RMSNorm (Qwen3), RoPE. x [N, hidden] -> q [N,H,D], k, v [N,KV,D]."""
+    ln_w, wq, wk, wv, qn_w, kn_w = weights
+    heads, kv_heads, d, eps, ls = shape
+    n = x.shape[0]
+    h = rms_norm(x, ln_w, eps)
+    q = linear(h, wq, loras[0], ls).view(n, heads, d)
+    k = linear(h, wk, loras[1], ls).view(n, kv_heads, d)
+    v = linear(h, wv, loras[2], ls).view(n, kv_heads, d)
+    if qn_w is not None:
+        q = rms_norm(q, qn_w, eps)
+        k = rms_norm(k, kn_w, eps)
+    c, s = cos[:, None, :], sin[:, None, :]
+    q = q * c + rotate_half(q) * s
+    k = k * c + rotate_half(k) * s
+    return q, k, v
+
+
+def _post_attn(x, o, weights, loras, shape):
+    """o projection (+LoRA), residual, RMSNorm, SwiGLU MLP (+LoRA), residual."""
+    wo, ln_w, wg, wu, wd = weights
+    heads, kv_heads, d, eps, ls = shape
+    n = x.shape[0]
+    x = x + linear(o.reshape(n, heads * d), wo, loras[0], ls)
+    h = rms_norm(x, ln_w, eps)
+    g = linear(h, wg, loras[1], ls)
+    u = linear(h, wu, loras[2], ls)
+    return x + linear(F.silu(g) * u, wd, loras[3], ls)
+
+
+def init_like_transformers(model: FastCausalLM, std: float = 0.02, seed: int | None = None) -> None:
+    """Random init as transformers' _init_weights does for these models: normal(0, std) for projections and
+    embeddings, ones for norms (LoRA A keeps peft's kaiming init, B zeros)."""
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                continue
+            if name.endswith("norm.weight") or "layernorm" in name:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std, generator=gen)
