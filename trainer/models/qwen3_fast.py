@@ -165,6 +165,10 @@ class FastCausalLM(nn.Module):
         self.attn_backend, self.ac, self.gqa = attn_backend, ac, gqa
         self.compiled = compile
         if compile:
+            import torch._dynamo
+
+            # every layer reuses one graph per shape; several runs in one process (benchmarks) add shapes
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
             self._pre = torch.compile(_pre_attn, dynamic=False)
             self._post = torch.compile(_post_attn, dynamic=False)
         else:
@@ -317,3 +321,127 @@ def init_like_transformers(model: FastCausalLM, std: float = 0.02, seed: int | N
                 p.fill_(1.0)
             else:
                 p.normal_(0.0, std, generator=gen)
+
+
+# --- bench-mode integration (trainbench.trainer.models.build_impl) ------------------------------------------
+
+ATTN_FOR_FAST = {  # --attn -> doc_attention backend
+    "sdpa": "sdpa",
+    "sdpa-cudnn": "sdpa-cudnn",
+    "sdpa-flash": "sdpa-flash",
+    "sdpa-efficient": "sdpa-efficient",
+    "sdpa-math": "sdpa-math",
+    "flex": "flex",
+    "varlen": "varlen",
+}
+AUTO_AC_ORDER = ("none", "selective", "recompute")
+MEMORY_FRACTION = 0.85
+
+
+def activation_bytes(spec, mode: str, tokens: int, bytes_per_el: int = 2) -> int:
+    """Activations kept for backward by this implementation, per AC mode (compiled blocks; rough, upper side)."""
+    h, i = spec.hidden, spec.config["intermediate_size"]
+    q, kv = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
+    per_layer = {
+        "none": 4 * h + 3 * q + 3 * kv + 3 * i,  # inputs, normed inputs, q/k/v (+pre-norm), o, MLP gate/up/act
+        "selective": h + 2 * q + 2 * kv,  # block input, q/k/v, attention output (attention never recomputed)
+        "recompute": h,  # block input only (+ one block during its backward, below)
+    }[mode]
+    one_block = (4 * h + 3 * q + 3 * kv + 3 * i) * tokens * bytes_per_el
+    extra = one_block if mode != "none" else 0
+    return spec.layers * per_layer * tokens * bytes_per_el + extra
+
+
+def estimate_bytes(spec, mode: str, tokens: int, n_trainable: int, loss_chunk: int) -> int:
+    weights = 2 * spec.n_total()
+    optim = 3 * 2 * n_trainable  # bf16 grads + AdamW's two bf16 states
+    lm_head = 3 * loss_chunk * spec.vocab * 2 + (4 * spec.vocab * spec.hidden if n_trainable > 1e8 else 0)
+    final = 4 * tokens * spec.hidden * 2
+    return weights + optim + lm_head + final + activation_bytes(spec, mode, tokens)
+
+
+def choose_ac(spec, device, tokens: int, n_trainable: int, loss_chunk: int) -> str:
+    if device.type != "cuda":
+        return "none"
+    total = torch.cuda.get_device_properties(device).total_memory
+    for mode in AUTO_AC_ORDER:
+        if estimate_bytes(spec, mode, tokens, n_trainable, loss_chunk) <= MEMORY_FRACTION * total:
+            return mode
+    return "recompute"
+
+
+_GQA_PROBE: dict = {}
+
+
+def probe_gqa(backend: str, device) -> str:
+    """'native' when the SDPA backend takes enable_gqa=True (forward and backward), else 'expand'."""
+    key = (backend, str(device))
+    if key not in _GQA_PROBE:
+        try:
+            q = torch.randn(256, 4, 128, device=device, dtype=torch.bfloat16, requires_grad=True)
+            kv = torch.randn(256, 2, 128, device=device, dtype=torch.bfloat16)
+            doc_attention.sdpa_per_document(q, kv, kv, [0, 256], backend, "native").sum().backward()
+            _GQA_PROBE[key] = "native"
+        except RuntimeError:
+            _GQA_PROBE[key] = "expand"
+    return _GQA_PROBE[key]
+
+
+def resolve_attn(attn: str, device) -> str:
+    from trainbench.trainer.config import BadConfig
+
+    if attn == "auto":
+        return "sdpa-cudnn" if device.type == "cuda" else "sdpa"
+    if attn not in ATTN_FOR_FAST:
+        raise BadConfig(f"--attn {attn} is not available with --impl fast (choose from {', '.join(ATTN_FOR_FAST)})")
+    return ATTN_FOR_FAST[attn]
+
+
+def build(cfg, spec, device):
+    from trainbench.trainer.config import BadConfig
+    from trainbench.trainer.models.base import Impl, resolve_dtype
+
+    if spec.model_type not in SUPPORTED_MODEL_TYPES or spec.is_moe:
+        raise BadConfig(f"--impl fast does not support model type {spec.model_type!r}")
+    backend = resolve_attn(cfg.attn, device)
+    if backend.startswith("sdpa-") and backend != "sdpa-math" and device.type != "cuda":
+        raise BadConfig(f"--attn {cfg.attn} needs a CUDA device")
+    dtype = resolve_dtype(cfg.dtype, device)
+    try:
+        with torch.device(device):
+            model = FastCausalLM(spec.config).to(dtype)
+    except ValueError as e:
+        raise BadConfig(str(e)) from None
+    init_like_transformers(model, seed=cfg.seed)
+    if cfg.weights:
+        from trainbench.trainer.models.hf import load_weights
+
+        load_weights(model, cfg.weights)
+    if cfg.is_lora:
+        model.add_lora(cfg.effective_lora_rank, cfg.effective_lora_alpha, cfg.lora_targets)
+    model.train()
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ac = cfg.ac
+    if ac == "auto":
+        ac = choose_ac(spec, device, cfg.micro_batch * cfg.seq_len, n_trainable, cfg.loss_chunk)
+    gqa = probe_gqa(backend, device) if backend.startswith("sdpa") and device.type == "cuda" else "native"
+    model.configure(attn_backend=backend, ac=ac, compile=cfg.compile and device.type == "cuda", gqa=gqa)
+
+    class FastImpl(Impl):
+        name = "fast"
+
+        def __init__(self):
+            self.module = model
+            self.attn_backend = backend + ("" if gqa == "native" else "+expand-kv")
+            self.ac = ac
+
+        def hidden_states(self, batch) -> torch.Tensor:
+            return model.hidden_states(
+                batch.input_ids, batch.position_ids, batch.cu_seqlens, batch.max_seqlen, batch.doc_ids
+            )
+
+        @property
+        def lm_head_weight(self) -> torch.Tensor:
+            return model.lm_head.weight
+
+    return FastImpl()
