@@ -1,0 +1,331 @@
+"""The Helm chart, rendered by the real Helm engine, validated against the Kubernetes OpenAPI schemas."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trainbench.operator.api import parse_spec
+from trainbench.operator.plan import plan
+from trainbench.trainer.hardware import peak_flops
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "trainbench"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+NAMESPACE = "trainbench"
+
+
+def ci_values(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+KUBE_VERSION = "1.30.0"  # the oldest Kubernetes the chart's kubeVersion (>=1.27) is tested against here
+# Prometheus Operator kinds: kubernetes-validate ships only the core OpenAPI schemas and the operator's CRDs
+# are not available offline; their contents are checked below (and the rules by promtool in test_rules.py).
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+MODES = [None, *CI_VALUES]
+MODE_IDS = ["defaults", *[p.name.removesuffix("-values.yaml") for p in CI_VALUES]]
+
+
+def _values(mode) -> dict:
+    return ci_values(mode) if mode else {}
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_every_object_validates_against_the_kubernetes_schema(render, mode):
+    kv = pytest.importorskip("kubernetes_validate")
+    docs = render(_values(mode))
+    assert docs.kinds("Deployment") and docs.kinds("ServiceAccount")
+    checked = 0
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            continue
+        kv.validate(doc, KUBE_VERSION, strict=True)  # raises ValidationError naming the bad field
+        checked += 1
+    assert checked >= 5
+
+
+def test_the_validator_can_fail(render):
+    """Guard against a validator that accepts anything: a broken Deployment must be refused."""
+    kv = pytest.importorskip("kubernetes_validate")
+    bad = copy.deepcopy(render().one("Deployment"))
+    bad["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "eighty"
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, KUBE_VERSION, strict=True)
+    bad = copy.deepcopy(render().one("Deployment"))
+    bad["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["pathh"] = "/x"
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, KUBE_VERSION, strict=True)
+
+
+def test_helm_lint_is_clean(chart):
+    helm = pytest.importorskip("helm_python")
+    for mode in MODES:
+        report = helm.lint(str(CHART), _values(mode), strict=True)
+        errors = [m for m in report["messages"] if m["severity"] >= 2]
+        assert not errors and not report["errors"], (mode, report)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_labels_and_namespaces(render, mode):
+    for doc in render(_values(mode)):
+        labels = doc["metadata"].get("labels", {})
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version"):
+            assert labels.get(key), f"{doc['kind']}/{doc['metadata']['name']} lacks label {key}"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/part-of"] == "trainbench"
+        if not doc["kind"].startswith("Cluster"):
+            assert doc["metadata"].get("namespace"), f"{doc['kind']}/{doc['metadata']['name']} has no namespace"
+
+
+def _rules(docs, kind):
+    return [(d["metadata"].get("namespace"), d["metadata"]["name"], r) for d in docs.kinds(kind) for r in d["rules"]]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_rbac_is_least_privilege(render, mode):
+    docs = render(_values(mode))
+    for kind in ("Role", "ClusterRole"):
+        for _ns, name, rule in _rules(docs, kind):
+            for key in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(key, []), f"{kind} {name} has a wildcard in {key}"
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), (name, rule)
+            assert "secrets" not in rule["resources"], f"{kind} {name} may read secrets"
+    cluster_roles = {d["metadata"]["name"]: d for d in docs.kinds("ClusterRole")}
+    reader = cluster_roles.pop("trainbench-crd-reader")
+    assert reader["rules"] == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    watch = _values(mode).get("operator", {}).get("watch", "namespaced")
+    operator_rules = [
+        r for d in docs.kinds("Role") + docs.kinds("ClusterRole") for r in d["rules"] if "jobs" in r["resources"]
+    ]
+    assert operator_rules, "no rule lets the operator create Jobs"
+    if watch == "cluster":
+        assert set(cluster_roles) == {"trainbench-operator"}
+        assert not [d for d in docs.kinds("Role") if d["metadata"]["name"] == "trainbench-operator"]
+    else:
+        assert not cluster_roles, f"namespaced mode renders cluster roles {list(cluster_roles)}"
+        expected = {NAMESPACE, *_values(mode).get("operator", {}).get("namespaces", [])}
+        role_ns = {
+            d["metadata"]["namespace"] for d in docs.kinds("Role") if d["metadata"]["name"] == "trainbench-operator"
+        }
+        bound_ns = {
+            d["metadata"]["namespace"]
+            for d in docs.kinds("RoleBinding")
+            if d["metadata"]["name"] == "trainbench-operator"
+        }
+        assert role_ns == bound_ns == expected
+        args = docs.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert sorted(a.split("=", 1)[1] for a in args if a.startswith("--namespace=")) == sorted(expected)
+
+
+def test_operator_deployment(render):
+    dep = render().one("Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][0] == "operator" and "--log-format=json" in c["args"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert c["image"] == "ghcr.io/trainbench/operator:0.1.0"
+    assert pod["serviceAccountName"] == "trainbench"
+    env = {e["name"]: e for e in c["env"]}
+    assert json.loads(env["TRAINBENCH_TRAINER_POD_ANNOTATIONS"]["value"])["prometheus.io/scrape"] == "true"
+    assert "TRAINBENCH_WEBHOOK_URL" not in env
+    svc = render().one("Service")
+    assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_prometheus_operator_switch(render):
+    on = render({"prometheusOperator": {"enabled": True}})
+    for kind in CRD_KINDS:
+        on.one(kind)
+    svc = on.one("Service")
+    assert "prometheus.io/scrape" not in (svc["metadata"].get("annotations") or {})
+    env = {e["name"]: e for e in on.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["TRAINBENCH_TRAINER_POD_ANNOTATIONS"]["value"]) == {}
+    sm, pm = on.one("ServiceMonitor"), on.one("PodMonitor")
+    assert sm["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "trainer"
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    off = render()
+    assert not [d for d in off if d["kind"] in CRD_KINDS]
+
+
+def test_webhook_secret(render):
+    docs = render(ci_values(CHART / "ci" / "cluster-wide-values.yaml"))
+    secret = docs.one("Secret")
+    env = {e["name"]: e for e in docs.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["TRAINBENCH_WEBHOOK_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+    docs = render(ci_values(CHART / "ci" / "namespaces-values.yaml"))
+    assert not docs.kinds("Secret")
+    env = {e["name"]: e for e in docs.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRAINBENCH_WEBHOOK_URL"]["valueFrom"]["secretKeyRef"] == {"name": "my-webhook", "key": "slack-url"}
+
+
+def _suite_runs(docs) -> dict[str, dict]:
+    return {
+        d["metadata"]["labels"]["trainbench.dev/suite"]: yaml.safe_load(d["data"]["suite.yaml"])
+        for d in docs.kinds("ConfigMap")
+        if "suite.yaml" in d.get("data", {})
+    }
+
+
+def test_suites_become_cronjobs(render):
+    values = ci_values(CHART / "ci" / "nightly-values.yaml")
+    docs = render(values)
+    enabled = {n for n, s in values["suites"].items() if s.get("enabled", True)}
+    crons = {d["metadata"]["labels"]["trainbench.dev/suite"]: d for d in docs.kinds("CronJob")}
+    assert set(crons) == enabled == set(_suite_runs(docs))
+    for name, cron in crons.items():
+        spec = cron["spec"]
+        assert spec["schedule"] == values["suites"][name]["schedule"]
+        assert spec["concurrencyPolicy"] == "Forbid"
+        assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
+        pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "trainbench-submitter"
+        (c,) = pod["containers"]
+        assert c["args"][:2] == ["submit", "/etc/trainbench/suite/suite.yaml"]
+        assert f"--name-prefix={values['suites'][name].get('namePrefix', name)}" in c["args"]
+        assert c["volumeMounts"][0]["mountPath"] == "/etc/trainbench/suite"
+    # the submitter may create BenchmarkRuns and nothing else
+    (role,) = [d for d in docs.kinds("Role") if d["metadata"]["name"] == "trainbench-submitter"]
+    assert role["rules"] == [{"apiGroups": ["trainbench.dev"], "resources": ["benchmarkruns"], "verbs": ["create"]}]
+    binding = [d for d in docs.kinds("RoleBinding") if d["metadata"]["name"] == "trainbench-submitter"]
+    assert binding[0]["subjects"][0]["name"] == "trainbench-submitter"
+
+
+@pytest.mark.parametrize("mode", [p for p in CI_VALUES if ci_values(p).get("suites")], ids=lambda p: p.name)
+def test_suite_templates_are_valid_benchmark_runs(render, mode):
+    docs = render(ci_values(mode))
+    crd_path = ROOT / "operator" / "data" / "crd.yaml"
+    for name, run in _suite_runs(docs).items():
+        assert run["apiVersion"] == "trainbench.dev/v1alpha1" and run["kind"] == "BenchmarkRun"
+        assert run["spec"]["suite"] == name and run["metadata"]["labels"]["trainbench.dev/suite"] == name
+        spec = parse_spec(run["spec"])  # the operator's own parser refuses anything the operator would
+        assert plan(spec)
+        if crd_path.exists():
+            jsonschema = pytest.importorskip("jsonschema")
+            crd = yaml.safe_load(crd_path.read_text())
+            (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+            # OpenAPI v3 schemas of CRDs use draft-4 semantics (boolean exclusiveMinimum)
+            jsonschema.Draft4Validator(version["schema"]["openAPIV3Schema"]).validate(run)
+
+
+def test_pool_presets(chart):
+    values = chart.values
+    families = values["image"]["families"]
+    images = {p.parent.name for p in (ROOT / "images").glob("*/Dockerfile")}
+    for name, pool in values["pools"].items():
+        assert pool["family"] in families, name
+        assert families[pool["family"]] in images, f"pool {name}: no images/{families[pool['family']]}/Dockerfile"
+        assert pool["resourceName"] in ("nvidia.com/gpu", "amd.com/gpu")
+        assert pool["nodeSelector"] and pool["tolerations"]
+        # the preset's peak agrees with the trainer's table for the hardware it names
+        assert peak_flops(pool["hardware"]) == pytest.approx(pool["peakTFLOPs"] * 1e12), name
+    assert {"h100", "h200", "b200", "a6000", "mi300x"} <= set(values["pools"])
+
+
+SUITE = {"schedule": "0 2 * * *", "pools": ["h100"], "spec": {"matrix": {"models": ["qwen3-0.6b"]}}}
+BAD_VALUES = [
+    ({"operator": {"watch": "everywhere"}}, "/operator/watch"),
+    ({"operator": {"logFormat": "xml"}}, "/operator/logFormat"),
+    ({"suites": {"Nightly": SUITE}}, "Nightly"),
+    ({"suites": {"n": {**SUITE, "schedule": "every night"}}}, "/suites/n/schedule"),
+    ({"suites": {"n": {**SUITE, "pools": []}}}, "/suites/n/pools"),
+    ({"suites": {"n": {k: v for k, v in SUITE.items() if k != "schedule"}}}, "schedule"),
+    ({"suites": {"n": {**SUITE, "spec": {"pools": [], "matrix": {"models": ["x"]}}}}}, "/suites/n/spec/pools"),
+    ({"pools": {"h100": {"gpusPerNode": 0}}}, "/pools/h100/gpusPerNode"),
+    ({"pools": {"x": {"hardware": "X"}}}, "/pools/x"),
+    ({"prometheusOperator": {"serviceMonitor": {"interval": "often"}}}, "/prometheusOperator/serviceMonitor/interval"),
+    ({"webhook": {"url": "slack"}}, "/webhook/url"),
+    ({"typo": True}, "typo"),
+]
+
+
+@pytest.mark.parametrize(("values", "where"), BAD_VALUES, ids=[w for _, w in BAD_VALUES])
+def test_schema_refuses_bad_values_with_a_clear_message(chart, values, where):
+    helm = pytest.importorskip("helm_python")
+    with pytest.raises(helm.HelmValuesError) as err:
+        chart.render(values, name="t", namespace="t")
+    assert where in str(err.value), str(err.value)
+
+
+def test_schema_accepts_every_ci_values_file(chart):
+    for mode in CI_VALUES:
+        chart.validate_schema(ci_values(mode))
+
+
+def test_unknown_suite_pool_is_refused(chart):
+    helm = pytest.importorskip("helm_python")
+    with pytest.raises(helm.HelmRenderError, match='suite pool "tpu" is not defined'):
+        chart.render({"suites": {"n": {**SUITE, "pools": ["tpu"]}}}, name="t", namespace="t")
+
+
+def test_dashboards_are_generated_and_shipped(render):
+    gen = subprocess.run(
+        [sys.executable, str(CHART / "hack" / "dashboards.py"), "--check"], capture_output=True, text=True
+    )
+    assert gen.returncode == 0, gen.stderr
+    cm = render().one("ConfigMap", "trainbench-dashboards")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    files = sorted(p.name for p in (CHART / "dashboards").glob("*.json"))
+    assert sorted(cm["data"]) == files and len(files) >= 2
+    for name in files:
+        board = json.loads(cm["data"][name])
+        assert {v["name"] for v in board["templating"]["list"]} >= {"datasource", "model", "pool", "suite"}
+        assert len(board["panels"]) > 5
+
+
+def test_chart_crds_equal_the_operator_crd():
+    source = ROOT / "operator" / "data" / "crd.yaml"
+    copies = sorted((CHART / "crds").glob("*.yaml"))
+    if not source.exists():
+        pytest.fail("operator/data/crd.yaml is missing")
+    assert [p.name for p in copies] == ["benchmarkruns.trainbench.dev.yaml"]
+    assert copies[0].read_text() == source.read_text(), "run: cp operator/data/crd.yaml " + str(
+        copies[0].relative_to(ROOT)
+    )
+
+
+def test_manifests_equal_the_default_render():
+    gen = subprocess.run(
+        [sys.executable, str(CHART / "hack" / "manifests.py"), "--check"], capture_output=True, text=True
+    )
+    assert gen.returncode == 0, gen.stderr + gen.stdout
+    kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
+    if not (ROOT / "manifests" / "crd.yaml").exists():
+        pytest.skip("manifests/crd.yaml is written by the operator part (issue 4) and not there yet")
+    for resource in kustomization["resources"]:
+        assert (ROOT / "manifests" / resource).exists(), resource
+    assert "crd.yaml" in kustomization["resources"]
+
+
+def test_kubectl_kustomize_builds_the_manifests(tmp_path):
+    kubectl = Path("/usr/bin/kubectl")
+    if not kubectl.exists():
+        pytest.skip("kubectl (Debian package) is not installed; `make tools` installs it")
+    if not (ROOT / "manifests" / "crd.yaml").exists():
+        pytest.skip("manifests/crd.yaml is written by the operator part (issue 4) and not there yet")
+    out = subprocess.run([str(kubectl), "kustomize", str(ROOT / "manifests")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
+    assert {"Namespace", "CustomResourceDefinition", "Deployment", "ServiceAccount", "Role"} <= set(kinds)

@@ -1,0 +1,162 @@
+"""The Dockerfiles in images/, checked by parsing (no Docker engine runs here; hadolint is not packaged).
+
+Parsed with PyPI `dockerfile` (Docker's own Go parser). Checks: pinned bases and pip versions, a non-root
+final USER, the package installed from the repository, OCI labels, and entrypoints that exist in the
+`trainbench` command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = sorted((ROOT / "images").glob("*/Dockerfile"))
+OCI_LABELS = ("title", "description", "source", "licenses", "version", "revision")
+FAMILIES = {"trainer-cuda-hopper", "trainer-cuda-blackwell", "trainer-cuda-ampere", "trainer-rocm", "operator"}
+
+dockerfile = pytest.importorskip("dockerfile", reason="PyPI `dockerfile` (dev extra) parses the Dockerfiles")
+
+
+def _stages(path: Path):
+    """[(base image with ARG defaults substituted, stage alias, [commands])], global ARG defaults."""
+    cmds = dockerfile.parse_file(str(path))
+    args: dict[str, str] = {}
+    stages = []
+    for cmd in cmds:
+        if cmd.cmd == "ARG" and not stages:
+            name, _, default = cmd.value[0].partition("=")
+            args[name] = default
+        elif cmd.cmd == "FROM":
+            image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), cmd.value[0])
+            alias = cmd.value[2].lower() if len(cmd.value) > 2 else None
+            stages.append((image, alias, []))
+        elif stages:
+            stages[-1][2].append(cmd)
+    return stages, args
+
+
+def _pip_installs(run_line: str) -> list[list[str]]:
+    """The arguments of each `pip install` / `pip wheel` in a RUN line (shell operators split commands)."""
+    lex = shlex.shlex(run_line.replace("\\\n", " "), posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    commands, current = [], []
+    for tok in lex:
+        if tok in ("&&", "||", ";", "|", "(", ")"):
+            commands.append(current)
+            current = []
+        else:
+            current.append(tok)
+    commands.append(current)
+    out = []
+    for toks in commands:
+        toks = [t for t in toks if not re.fullmatch(r"\w+=\S*", t)]  # leading VAR=value
+        for i in range(len(toks) - 1):
+            if toks[i].endswith("pip") and toks[i + 1] in ("install", "wheel"):
+                out.append(toks[i + 2 :])
+    return out
+
+
+def test_every_family_has_an_image():
+    assert {p.parent.name for p in IMAGES} == FAMILIES
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.parent.name)
+def test_bases_are_pinned(path):
+    stages, _ = _stages(path)
+    aliases = set()
+    for image, alias, _cmds in stages:
+        if image.lower() in aliases:
+            continue
+        assert "$" not in image, f"unresolved ARG in FROM {image}"
+        name, _, tag = image.partition("@")[0].rpartition(":")
+        assert name and tag and tag != "latest", f"{path.parent.name}: base {image} is not pinned to a version"
+        assert re.search(r"\d+\.\d+", tag) or "@sha256:" in image, f"{image}: tag {tag!r} names no version"
+        if alias:
+            aliases.add(alias)
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.parent.name)
+def test_pip_installs_are_pinned_and_the_package_comes_from_the_repo(path):
+    stages, args = _stages(path)
+    all_cmds = [c for _, _, cmds in stages for c in cmds]
+    copies = [c.value for c in all_cmds if c.cmd == "COPY" and not any(f.startswith("--from") for f in c.flags)]
+    assert [".", "/src"] in [list(v) for v in copies], "the repository is not copied into the build"
+    installed_src = False
+    for cmd in all_cmds:
+        if cmd.cmd != "RUN":
+            continue
+        for pip_args in _pip_installs(" ".join(cmd.value)):
+            skip_next = False
+            for tok in pip_args:
+                if skip_next:
+                    skip_next = False
+                    continue
+                if tok in ("--index-url", "--extra-index-url", "-w", "--constraint", "-c"):
+                    skip_next = True
+                    continue
+                if tok.startswith("-"):
+                    continue
+                if tok.startswith("/src") or tok == ".":
+                    installed_src = True
+                    continue
+                if tok.startswith("/wheels/"):
+                    continue
+                spec = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), ""), tok)
+                assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", spec), f"{path.parent.name}: unpinned {tok}"
+    assert installed_src, f"{path.parent.name}: the trainbench package is not installed from the repository"
+    ignore = (path.parent / "Dockerfile.dockerignore").read_text().split()
+    for needed in ("!pyproject.toml", "!src/", "!operator/", "!trainer/"):
+        assert needed in ignore, f"{path.parent.name}: the build context leaves out {needed[1:]}"
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.parent.name)
+def test_final_stage_runs_as_non_root_with_oci_labels(path):
+    stages, _ = _stages(path)
+    _image, _alias, final = stages[-1]
+    users = [c.value[0] for c in final if c.cmd == "USER"]
+    assert users, f"{path.parent.name}: the final stage sets no USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), f"{path.parent.name}: runs as {user}"
+    labels = {}
+    for c in final:
+        if c.cmd == "LABEL":
+            labels.update((k, v.strip('"')) for k, v in zip(c.value[::2], c.value[1::2], strict=True))
+    for key in OCI_LABELS:
+        assert labels.get(f"org.opencontainers.image.{key}"), f"{path.parent.name}: no OCI label {key}"
+    assert labels["org.opencontainers.image.title"] == f"trainbench-{path.parent.name}"
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.parent.name)
+def test_entrypoint_is_a_trainbench_subcommand(path):
+    from trainbench import cli
+
+    stages, _ = _stages(path)
+    final = stages[-1][2]
+    (entry,) = [c for c in final if c.cmd == "ENTRYPOINT"]
+    (cmd,) = [c for c in final if c.cmd == "CMD"]
+    assert entry.json and list(entry.value) == ["trainbench"], "exec-form ENTRYPOINT [trainbench]"
+    assert cmd.json
+    sub = cmd.value[0]
+    # the subcommand exists in the dispatch table and its module is importable from the package
+    table = _commands(cli)
+    assert sub in table, f"{path.parent.name}: `trainbench {sub}` is not a command ({', '.join(table)})"
+    assert importlib.util.find_spec(table[sub]) is not None, table[sub]
+    expected = "operator" if path.parent.name == "operator" else "bench"
+    assert sub == expected
+
+
+def _commands(cli) -> dict[str, str]:
+    """The `trainbench` dispatch table, read from cli.main's source (it is a local dict)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cli.main))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "commands":
+            return ast.literal_eval(node.value)
+    raise AssertionError("no commands table in trainbench.cli.main")
