@@ -351,6 +351,8 @@ def render_report(
     env = results.get("environment") or {}
     cases = results.get("cases") or []
     image = env.get("image") or next((c.get("image") for c in cases if c.get("image")), None)
+    if image is None and env.get("executor") == "local":
+        image = "none (local executor)"
     if env.get("image_digest"):
         image = f"{image}@{env['image_digest']}" if image else env["image_digest"]
 

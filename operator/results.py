@@ -305,7 +305,7 @@ def build_case(case: Any, outcome: dict | None, pool: dict | None = None) -> dic
         "node": outcome.get("node") or env.get("hostname"),
         "gpu": gpu_seen,
         "driver": outcome.get("driver") or env.get("driver"),
-        "image": outcome.get("image") or cfg.get("image"),
+        "image": outcome["image"] if "image" in outcome else cfg.get("image"),
         "job": outcome.get("job"),
         "started_at": started,
         "finished_at": finished,
