@@ -163,7 +163,7 @@ def test_prometheus_operator_switch(render):
     sm, pm = on.one("ServiceMonitor"), on.one("PodMonitor")
     assert sm["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
     assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
-    assert pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "trainer"
+    assert pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "case"
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     off = render()
     assert not [d for d in off if d["kind"] in CRD_KINDS]
@@ -329,3 +329,10 @@ def test_kubectl_kustomize_builds_the_manifests(tmp_path):
     assert out.returncode == 0, out.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
     assert {"Namespace", "CustomResourceDefinition", "Deployment", "ServiceAccount", "Role"} <= set(kinds)
+
+
+def test_values_schema_is_generated():
+    gen = subprocess.run(
+        [sys.executable, str(CHART / "hack" / "values_schema.py"), "--check"], capture_output=True, text=True
+    )
+    assert gen.returncode == 0, gen.stderr

@@ -142,6 +142,9 @@ spec:
   resources: [pods/log]
   verbs: [get]
 - apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch, create, update, patch]
 - apiGroups: [""]
@@ -198,6 +201,7 @@ groups:
         labels:
           severity: {{ $a.severity.missing }}
           suite: {{ $name }}
+          missing: stale
         annotations:
           summary: "trainbench: no run of suite {{ $name }} completed in {{ $hours }}h"
           description: "The last run of suite {{ $name }} completed {{`{{ $value | humanizeDuration }}`}} ago. Check the CronJob {{ $name }} and the operator."
@@ -208,6 +212,7 @@ groups:
         labels:
           severity: {{ $a.severity.missing }}
           suite: {{ $name }}
+          missing: never
         annotations:
           summary: "trainbench: suite {{ $name }} has not completed a run"
           description: "The operator exports no completed run of suite {{ $name }} for {{ $hours }}h. Check the CronJob {{ $name }} and the operator."
