@@ -1,6 +1,7 @@
 """The planner: deterministic expansion, stable ids, include/exclude, and clear errors naming the field."""
 
 import pytest
+
 from trainbench.operator.api import SpecError, parse_spec
 from trainbench.operator.plan import plan
 

@@ -1,4 +1,5 @@
 import pytest
+
 from trainbench.trainer.hardware import UnknownDeviceError, peak_flops
 from trainbench.trainer.specs import UnknownModelError, list_models, resolve_model
 
