@@ -290,7 +290,12 @@ def load_baseline(source: str | Path | dict | list, namespace: str | None = None
         docs = [d for d in (_read_json(f) for f in files) if is_prime_rl(d)]
         if not docs:
             raise BaselineError(f"{path}: no results.json and no prime-rl benchmark JSON files")
-        return from_prime_rl(docs, f"{len(docs)} prime-rl benchmark file(s) in {path}")
+        b = from_prime_rl(docs)
+        skipped = len(docs) - len(b)
+        b.description = f"{len(b)} prime-rl benchmark file(s) in {path}" + (
+            f" ({skipped} failed run(s) left out)" if skipped else ""
+        )
+        return b
     if not path.exists():
         raise BaselineError(f"{path}: no such file or folder")
     return from_document(_read_json(path), str(path))

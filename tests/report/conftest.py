@@ -160,3 +160,11 @@ def history_doc(baseline_results):
         values = scaled({("qwen3-0.6b", "sft-full", "h100"): f, ("qwen3-4b", "rl-lora", "h100"): f / 1.1})
         doc = H.append(doc, make_results(f"nightly-2026020{i + 3}", values, when=86400 * (i - 2)))
     return H.append(doc, baseline_results)
+
+
+@pytest.fixture
+def fx():
+    """This module's builders (trainer_result, make_results, scaled, SPEC) for tests that need their own."""
+    import sys
+
+    return sys.modules[__name__]
