@@ -1,0 +1,183 @@
+"""`trainbench submit`: create a BenchmarkRun with a dated name from a suite template (the nightly CronJob's command).
+
+    trainbench submit SUITE.yaml [--name-prefix P] [--namespace N] [--dry-run] [--now ISO]
+
+SUITE.yaml is a BenchmarkRun manifest without a name (the Helm chart renders one per suite into a ConfigMap)
+or a bare spec. The run is named `<prefix>-<YYYYMMDD-HHMM>` (UTC); the prefix defaults to the suite name. The
+spec is checked with the operator's own parser and planner first, so a broken suite fails the CronJob with
+a one-line reason instead of creating a run that cannot start. Uses the in-cluster service account, else
+KUBECONFIG / ~/.kube/config. Exit codes: 0 created, 2 bad suite or arguments, 1 the API refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from trainbench.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, SpecError
+from trainbench.operator.plan import plan
+
+L_SUITE = "trainbench.dev/suite"
+A_SUBMITTED_BY = "trainbench.dev/submitted-by"
+A_SCHEDULED = "trainbench.dev/scheduled-at"
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_PREFIX = 40  # the dated name stays well inside the 63 characters of a label value
+
+
+class SuiteError(ValueError):
+    pass
+
+
+def load_suite(path: str | Path) -> dict:
+    """The BenchmarkRun manifest of a suite file (a bare spec is wrapped into one)."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise SuiteError(f"{path}: not YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise SuiteError(f"{path}: expected a BenchmarkRun manifest or spec, got {type(doc).__name__}")
+    if "spec" not in doc and ("matrix" in doc or "pools" in doc):
+        doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {}, "spec": doc}
+    if doc.get("kind", KIND) != KIND or doc.get("apiVersion", API_VERSION) != API_VERSION:
+        raise SuiteError(
+            f"{path}: expected kind {KIND} ({API_VERSION}), got {doc.get('kind')} ({doc.get('apiVersion')})"
+        )
+    if not isinstance(doc.get("spec"), dict):
+        raise SuiteError(f"{path}: the manifest has no spec")
+    return doc
+
+
+def run_name(prefix: str, now: datetime) -> str:
+    return f"{prefix}-{now.astimezone(timezone.utc):%Y%m%d-%H%M}"
+
+
+def build_run(suite: dict, *, prefix: str | None = None, now: datetime | None = None) -> dict:
+    """The BenchmarkRun to create: the template with a dated name, suite label and spec.suite set.
+
+    Raises SuiteError (bad prefix) or SpecError (naming the field) for anything the operator would refuse.
+    """
+    now = now or datetime.now(timezone.utc)
+    run = copy.deepcopy(suite)
+    run.setdefault("apiVersion", API_VERSION)
+    run.setdefault("kind", KIND)
+    meta = run.setdefault("metadata", {}) or {}
+    run["metadata"] = meta
+    spec = run["spec"]
+    suite_name = spec.get("suite") or (meta.get("labels") or {}).get(L_SUITE) or prefix or meta.get("name")
+    prefix = prefix or suite_name
+    if not prefix:
+        raise SuiteError("no name prefix: give --name-prefix, spec.suite or metadata.name")
+    if not _DNS.match(prefix) or len(prefix) > MAX_PREFIX:
+        raise SuiteError(f"name prefix {prefix!r} must be a DNS label of at most {MAX_PREFIX} characters")
+    spec.setdefault("suite", suite_name or prefix)
+    plan(spec)  # parse + plan: SpecError names the first bad field
+    for key in ("generateName", "resourceVersion", "uid", "creationTimestamp"):
+        meta.pop(key, None)
+    meta["name"] = run_name(prefix, now)
+    meta.setdefault("labels", {})[L_SUITE] = spec["suite"]
+    meta.setdefault("annotations", {}).update(
+        {A_SUBMITTED_BY: "trainbench submit", A_SCHEDULED: now.astimezone(timezone.utc).isoformat(timespec="seconds")}
+    )
+    run.pop("status", None)
+    return run
+
+
+def _client():
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+        in_cluster = True
+    except config.ConfigException:
+        config.load_kube_config()
+        in_cluster = False
+    return client, in_cluster
+
+
+def _default_namespace(in_cluster: bool) -> str:
+    if in_cluster and SA_NAMESPACE_FILE.exists():
+        return SA_NAMESPACE_FILE.read_text().strip()
+    try:
+        from kubernetes import config
+
+        _contexts, active = config.list_kube_config_contexts()
+        return (active or {}).get("context", {}).get("namespace") or "default"
+    except Exception:  # no kubeconfig: the API call will say so
+        return "default"
+
+
+def create(run: dict, namespace: str | None) -> tuple[str, str]:
+    """Create the run; on a name clash (a manual run in the same minute) add seconds. Returns (ns, name)."""
+    client, in_cluster = _client()
+    ns = namespace or _default_namespace(in_cluster)
+    api = client.CustomObjectsApi()
+    run = copy.deepcopy(run)
+    run["metadata"]["namespace"] = ns
+    for attempt in range(3):
+        try:
+            api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, run)
+            return ns, run["metadata"]["name"]
+        except client.ApiException as e:
+            if e.status != 409 or attempt == 2:
+                raise
+            stamp = datetime.now(timezone.utc)
+            base = re.sub(r"-\d{8}-\d{4}(\d{2})?(-\d+)?$", "", run["metadata"]["name"])
+            run["metadata"]["name"] = f"{base}-{stamp:%Y%m%d-%H%M%S}" + (f"-{attempt}" if attempt else "")
+    raise AssertionError("unreachable")
+
+
+def _api_message(e) -> str:
+    import json
+
+    try:
+        return json.loads(e.body).get("message") or str(e.reason)
+    except Exception:
+        return str(e.reason or e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="trainbench submit", description=__doc__.split("\n\n")[0])
+    p.add_argument("suite", help="suite file: a BenchmarkRun manifest without a name, or a bare spec")
+    p.add_argument("--name-prefix", help="run name prefix (default: the suite name)")
+    p.add_argument("--namespace", "-n", help="namespace (default: in-cluster namespace or the kubeconfig's)")
+    p.add_argument("--dry-run", action="store_true", help="print the BenchmarkRun as YAML, create nothing")
+    p.add_argument("--now", help="ISO time to date the name with (default: now, UTC)")
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        now = datetime.fromisoformat(args.now) if args.now else None
+        if now and now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        run = build_run(load_suite(args.suite), prefix=args.name_prefix, now=now)
+    except (SuiteError, SpecError, ValueError) as e:
+        print(f"trainbench submit: {args.suite}: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        if args.namespace:
+            run["metadata"]["namespace"] = args.namespace
+        sys.stdout.write(yaml.safe_dump(run, sort_keys=False))
+        return 0
+    try:
+        ns, name = create(run, args.namespace)
+    except Exception as e:
+        from kubernetes.client import ApiException
+
+        if isinstance(e, ApiException):
+            print(f"trainbench submit: the API refused the run ({e.status}): {_api_message(e)}", file=sys.stderr)
+            return 1
+        print(f"trainbench submit: cannot reach the cluster: {e}", file=sys.stderr)
+        return 1
+    print(f"{PLURAL}.{GROUP}/{name} created in namespace {ns}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
