@@ -1,0 +1,156 @@
+"""Classify a case's Job and Pods into a phase and a failure reason (contract.FAILURE_REASONS). Pure.
+
+What Kubernetes reports (Job conditions, pod phase and reason, container states, scheduling conditions)
+is mapped here; what the trainer's exit code means is `collect.classify_exit`, shared with the local
+executor, so the same exit gives the same reason everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from trainbench.operator import collect
+from trainbench.operator.kube import CONTAINER
+
+IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
+UNSCHEDULABLE_GRACE_S = 120.0  # a pod may wait this long for a node (autoscalers) before it is Unschedulable
+IMAGE_PULL_GRACE_S = 300.0  # ImagePullBackOff retries; registries hiccup
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where a case stands according to its Job and pods."""
+
+    phase: str  # contract.CASE_PHASES
+    reason: str | None = None  # contract.FAILURE_REASONS when the case failed
+    message: str = ""
+    terminal: bool = False  # the case has ended (no more changes expected)
+    stop_job: bool = False  # the Job is still alive but the case is over (delete it to free the pool)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _age(since: str | None, now: datetime) -> float:
+    t = parse_time(since)
+    if t is None:
+        return 0.0
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return (now - t).total_seconds()
+
+
+def job_condition(job: dict, type_: str) -> dict | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c
+    return None
+
+
+def container_status(pod: dict) -> dict:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == CONTAINER:
+            return cs
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return statuses[0] if statuses else {}
+
+
+def terminated(pod: dict) -> dict | None:
+    state = container_status(pod).get("state") or {}
+    return state.get("terminated")
+
+
+def termination_message(pod: dict) -> str | None:
+    t = terminated(pod)
+    return (t or {}).get("message")
+
+
+def _unschedulable(pod: dict) -> dict | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+            return c
+    return None
+
+
+def classify_pod(pod: dict, logs: str | None = None) -> Verdict:
+    """A finished (or stuck) pod -> Verdict. `logs`: the container's log (for the last lines)."""
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        return Verdict("Failed", "Evicted", status.get("message") or "the pod was evicted", terminal=True)
+    t = terminated(pod)
+    if t is not None:
+        message_text = t.get("message")
+        result = collect.parse_result(message_text)
+        # FallbackToLogsOnError puts the log tail in the message when the trainer wrote none
+        failed_silently = result is None and t.get("exitCode") not in (0, None)
+        tail_from = (logs or message_text) if failed_silently else logs
+        if t.get("reason") == "DeadlineExceeded":
+            phase, reason, msg = collect.classify_exit(t.get("exitCode"), result, tail_from, timed_out=True)
+        else:
+            phase, reason, msg = collect.classify_exit(
+                t.get("exitCode"), result, tail_from, oom_killed=t.get("reason") == "OOMKilled"
+            )
+        return Verdict(phase, reason, msg, terminal=True)
+    return Verdict("Running" if status.get("phase") == "Running" else "Pending")
+
+
+def classify(
+    job: dict,
+    pods: list[dict],
+    *,
+    now: datetime,
+    logs: str | None = None,
+    unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
+    image_pull_grace_s: float = IMAGE_PULL_GRACE_S,
+) -> Verdict:
+    """A case's Job and its pods (rank 0 first) -> Verdict."""
+    rank0 = pods[0] if pods else None
+    if job_condition(job, "Complete"):
+        if rank0 is not None:
+            v = classify_pod(rank0, logs)
+            if v.terminal:
+                return v
+        return Verdict("Succeeded", None, "", terminal=True)
+    failed = job_condition(job, "Failed")
+    if failed:
+        if failed.get("reason") == "DeadlineExceeded":
+            msg = failed.get("message") or "the Job ran past activeDeadlineSeconds"
+            tail = collect.log_tail(logs)
+            return Verdict("Failed", "Timeout", msg + (f"; last log lines:\n{tail}" if tail else ""), terminal=True)
+        for pod in pods:
+            v = classify_pod(pod, logs if pod is rank0 else None)
+            if v.terminal and v.phase != "Succeeded":
+                return v
+        msg = failed.get("message") or failed.get("reason") or "the Job failed"
+        return Verdict("Failed", "Error", msg, terminal=True)
+    if (job.get("spec") or {}).get("suspend"):
+        return Verdict("Pending", None, "the Job is suspended (waiting for Kueue to admit it)")
+    if rank0 is None:
+        return Verdict("Pending", None, "waiting for the Job's pod")
+    # the Job is alive: look for pods that will never run
+    for pod in pods:
+        cond = _unschedulable(pod)
+        if cond is not None:
+            age = _age(cond.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"), now)
+            if age >= unschedulable_grace_s:
+                msg = cond.get("message") or "no node matches the pod's requirements"
+                return Verdict("Failed", "Unschedulable", msg, terminal=True, stop_job=True)
+            return Verdict("Pending", None, f"waiting for a node: {cond.get('message') or 'unschedulable'}")
+        waiting = (container_status(pod).get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in IMAGE_PULL_REASONS:
+            age = _age(pod["metadata"].get("creationTimestamp"), now)
+            msg = f"{waiting['reason']}: {waiting.get('message') or 'cannot pull the image'}"
+            if age >= image_pull_grace_s or waiting["reason"] == "InvalidImageName":
+                return Verdict("Failed", "ImagePullBackOff", msg, terminal=True, stop_job=True)
+            return Verdict("Pending", None, msg)
+    v = classify_pod(rank0, logs)
+    if v.terminal and v.phase == "Succeeded":
+        return Verdict("Running", None, "rank 0 finished; waiting for the Job to complete")
+    return v

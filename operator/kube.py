@@ -1,0 +1,268 @@
+"""Kubernetes objects for a BenchmarkRun: pure builders (dicts in, dicts out), no I/O.
+
+One batch/v1 Job per case, named deterministically from the run and the case id so that a restarted
+operator finds the Jobs it created instead of creating them twice. Every object is owned by the run
+(ownerReferences), so deleting the run deletes its Jobs, Services and ConfigMaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from trainbench.operator.api import API_VERSION, KIND
+from trainbench.operator.plan import Case
+from trainbench.trainer.contract import METRICS_PORT
+
+# --- labels and annotations -----------------------------------------------------------------------------
+L_NAME = "app.kubernetes.io/name"
+L_COMPONENT = "app.kubernetes.io/component"
+L_MANAGED_BY = "app.kubernetes.io/managed-by"
+L_RUN = "trainbench.dev/run"
+L_CASE = "trainbench.dev/case"
+L_POOL = "trainbench.dev/pool"
+L_SUITE = "trainbench.dev/suite"
+L_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+L_JOB_INDEX = "batch.kubernetes.io/job-completion-index"  # set by the Job controller on indexed pods
+A_METRICS_PORT = "trainbench.dev/metrics-port"  # on the pod template: where rank 0 serves /metrics
+A_CASE = "trainbench.dev/case-config"  # on the Job: the case as JSON (for humans and `kubectl describe`)
+MANAGER = "trainbench-operator"
+
+CONTAINER = "trainer"
+METRICS_PORT_NAME = "metrics"
+RDZV_PORT = 29500
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def _dns(text: str, limit: int) -> str:
+    return _DNS.sub("-", text.lower()).strip("-")[:limit].rstrip("-")
+
+
+def label_value(text: str) -> str:
+    """A label value (<= 63 characters); long values keep a readable head and a hash for uniqueness."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
+    if len(text) <= 63:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[:54].rstrip('-._')}-{digest}"
+
+
+def job_name(run: str, case_id: str) -> str:
+    """`<run>-<case>` shortened to a DNS label (63 chars), with a hash of both so names never collide."""
+    digest = hashlib.sha256(f"{run}/{case_id}".encode()).hexdigest()[:6]
+    head = _dns(run, 24)
+    rest = _dns(case_id, 63 - len(head) - len(digest) - 2)
+    return f"{head}-{rest}-{digest}".replace("--", "-")
+
+
+def results_configmap_name(run: str) -> str:
+    return f"{run}-results"
+
+
+def report_configmap_name(run: str) -> str:
+    return f"{run}-report"
+
+
+def owner_reference(run: dict) -> dict:
+    meta = run["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def run_labels(run: dict, suite: str | None = None) -> dict:
+    labels = {
+        L_NAME: "trainbench",
+        L_MANAGED_BY: MANAGER,
+        L_RUN: label_value(run["metadata"]["name"]),
+    }
+    if suite:
+        labels[L_SUITE] = label_value(suite)
+    return labels
+
+
+def case_labels(run: dict, case: Case, suite: str | None = None) -> dict:
+    return {**run_labels(run, suite), L_COMPONENT: "case", L_CASE: label_value(case.id), L_POOL: case.pool}
+
+
+def run_selector(run_name: str) -> str:
+    """Label selector for everything a run owns."""
+    return f"{L_RUN}={label_value(run_name)}"
+
+
+def _quantity_resources(case: Case, resource_name: str, cpu: str | None, memory: str | None) -> dict:
+    limits: dict[str, str] = {resource_name: str(case.gpus_per_node)}
+    if cpu:
+        limits["cpu"] = cpu
+    if memory:
+        limits["memory"] = memory
+    return {"requests": dict(limits), "limits": dict(limits)}
+
+
+def trainer_command(case: Case, run: str, name: str, metrics_port: int = METRICS_PORT) -> list[str]:
+    """torchrun with one process per GPU, then the trainer with exactly `Case.trainer_args()`."""
+    cmd = ["torchrun", f"--nproc-per-node={case.gpus_per_node}", f"--nnodes={case.nodes}"]
+    if case.nodes > 1:
+        cmd += [
+            "--node-rank=$(JOB_COMPLETION_INDEX)",
+            f"--master-addr={name}-0.{name}",
+            f"--master-port={RDZV_PORT}",
+        ]
+    else:
+        cmd += ["--standalone"]
+    return cmd + ["-m", "trainbench.trainer", *case.trainer_args(run=run, metrics_port=metrics_port)]
+
+
+def build_job(
+    run: dict,
+    case: Case,
+    *,
+    namespace: str,
+    resource_name: str = "nvidia.com/gpu",
+    node_selector: dict | None = None,
+    tolerations: list | None = None,
+    cpu: str | None = None,
+    memory: str | None = None,
+    queue_name: str | None = None,
+    suite: str | None = None,
+    metrics_port: int = METRICS_PORT,
+) -> dict:
+    """The batch/v1 Job of one case (see docs/operator.md "What a case's Job looks like")."""
+    run_name = run["metadata"]["name"]
+    name = job_name(run_name, case.id)
+    labels = case_labels(run, case, suite)
+    if queue_name:
+        labels[L_KUEUE_QUEUE] = queue_name
+    pod_labels = {k: v for k, v in labels.items() if k != L_KUEUE_QUEUE}
+    container = {
+        "name": CONTAINER,
+        "image": case.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": trainer_command(case, run_name, name, metrics_port),
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "TRAINBENCH_RUN", "value": run_name},
+            {"name": "TRAINBENCH_CASE", "value": case.id},
+            {"name": "TRAINBENCH_POOL", "value": case.pool},
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        ],
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"}],
+        "resources": _quantity_resources(case, resource_name, cpu, memory),
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    pod_spec: dict = {
+        "restartPolicy": "Never",
+        "enableServiceLinks": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+    }
+    if memory:
+        pod_spec["volumes"][0]["emptyDir"]["sizeLimit"] = memory
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in tolerations]
+    job_spec: dict = {
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": case.timeout_seconds,
+        "completions": case.nodes,
+        "parallelism": case.nodes,
+        # a node going away (DisruptionTarget) retries the pod; an application failure fails the Job at once
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]}},
+            ]
+        },
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": {A_METRICS_PORT: str(metrics_port)}},
+            "spec": pod_spec,
+        },
+    }
+    if case.nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+        pod_spec["subdomain"] = name
+        container["ports"].append({"name": "rdzv", "containerPort": RDZV_PORT, "protocol": "TCP"})
+    if queue_name:
+        job_spec["suspend"] = True  # Kueue admits the Job by unsuspending it
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {A_CASE: json.dumps(case.to_dict(), sort_keys=True)},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": job_spec,
+    }
+
+
+def build_service(run: dict, case: Case, *, namespace: str, suite: str | None = None) -> dict | None:
+    """The headless Service that gives a multi-node case's pods stable DNS names; None for one node."""
+    if case.nodes <= 1:
+        return None
+    name = job_name(run["metadata"]["name"], case.id)
+    labels = case_labels(run, case, suite)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner_reference(run)]},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {L_RUN: labels[L_RUN], L_CASE: labels[L_CASE]},
+            "ports": [{"name": "rdzv", "port": RDZV_PORT, "targetPort": RDZV_PORT}],
+        },
+    }
+
+
+def build_configmap(run: dict, name: str, data: dict[str, str], *, namespace: str, suite: str | None = None) -> dict:
+    labels = {**run_labels(run, suite), L_COMPONENT: "results"}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner_reference(run)]},
+        "data": dict(data),
+    }
+
+
+def metrics_url(pod: dict) -> str | None:
+    """Where a running pod's rank 0 serves /metrics: pod IP and the container port named `metrics`
+    (else the pod annotation, else the contract's default); None before the pod has an IP."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    port = None
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == METRICS_PORT_NAME:
+                port = p.get("containerPort")
+    if port is None:
+        port = ((pod.get("metadata") or {}).get("annotations") or {}).get(A_METRICS_PORT, METRICS_PORT)
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{int(port)}/metrics"
+
+
+def is_rank0(pod: dict) -> bool:
+    """Rank 0 is the pod of completion index 0 (indexed Jobs) or the only pod."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    index = labels.get(L_JOB_INDEX, annotations.get("batch.kubernetes.io/job-completion-index", "0"))
+    return str(index) == "0"

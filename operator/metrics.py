@@ -1,0 +1,145 @@
+"""The operator's own /metrics (contract.OPERATOR_METRICS_PORT): what Prometheus keeps after the pods are gone.
+
+- `trainbench_runs{phase}` and `trainbench_cases{phase}`: BenchmarkRuns and their cases by phase;
+- `trainbench_case_progress_ratio{suite,run,case,pool}`: live progress of running cases;
+- for each finished run, each case's results as gauges with contract.RESULT_LABELS
+  (`trainbench_result_mfu_percent`, `..._tokens_per_second`, ...), `trainbench_case_failed{...,reason}`,
+  `trainbench_result_regression{...,metric}` and `trainbench_run_completion_timestamp_seconds`.
+
+The state is a plain dict updated by the handlers; a custom collector renders it on each scrape, so a
+deleted run disappears and nothing is double counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+from trainbench.trainer import contract as C
+
+RUN_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "PartiallyFailed", "Failed")
+
+
+def _ts(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class OperatorMetrics:
+    """Thread-safe store of what the operator knows about each run; a Prometheus collector."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, str], dict] = {}  # (namespace, name) -> {suite, status, results}
+
+    def update(self, namespace: str, name: str, suite: str, status: dict, results: dict | None = None) -> None:
+        with self._lock:
+            old = self._runs.get((namespace, name)) or {}
+            self._runs[(namespace, name)] = {
+                "suite": suite,
+                "status": dict(status),
+                "results": results if results is not None else old.get("results"),
+            }
+
+    def has_results(self, namespace: str, name: str) -> bool:
+        with self._lock:
+            return bool((self._runs.get((namespace, name)) or {}).get("results"))
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._runs.pop((namespace, name), None)
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        with self._lock:
+            runs = {k: dict(v) for k, v in self._runs.items()}
+        result_labels = list(C.RESULT_LABELS)
+        g_runs = GaugeMetricFamily(C.OM_RUNS, "BenchmarkRuns by phase", labels=["phase"])
+        g_cases = GaugeMetricFamily(C.OM_CASES, "Benchmark cases by phase over all runs", labels=["phase"])
+        g_progress = GaugeMetricFamily(
+            C.OM_CASE_PROGRESS, "Live progress of running cases (0..1)", labels=["suite", "run", "case", "pool"]
+        )
+        g_done = GaugeMetricFamily(
+            C.OM_RUN_COMPLETED, "When a BenchmarkRun ended (unix seconds)", labels=["suite", "run", "phase"]
+        )
+        results_families = {
+            "mfu": GaugeMetricFamily(C.OM_RESULT_MFU, "Finished case: mean MFU (percent)", labels=result_labels),
+            "tps": GaugeMetricFamily(C.OM_RESULT_TPS, "Finished case: mean tokens/s (all GPUs)", labels=result_labels),
+            "step_time": GaugeMetricFamily(
+                C.OM_RESULT_STEP_TIME, "Finished case: mean step time (s)", labels=result_labels
+            ),
+            "peak_memory": GaugeMetricFamily(
+                C.OM_RESULT_PEAK_MEMORY, "Finished case: peak reserved device memory (bytes)", labels=result_labels
+            ),
+            "power": GaugeMetricFamily(C.OM_RESULT_POWER, "Finished case: mean power (W)", labels=result_labels),
+            "tokens_per_joule": GaugeMetricFamily(
+                C.OM_RESULT_TOKENS_PER_JOULE, "Finished case: tokens per joule", labels=result_labels
+            ),
+        }
+        g_failed = GaugeMetricFamily(C.OM_CASE_FAILED, "1 for each failed case", labels=[*result_labels, "reason"])
+        g_regr = GaugeMetricFamily(
+            C.OM_REGRESSION, "1 for each metric worse than its baseline", labels=[*result_labels, "metric"]
+        )
+        run_counts = dict.fromkeys(RUN_PHASES, 0)
+        case_counts = dict.fromkeys(C.CASE_PHASES, 0)
+        for (_ns, name), info in sorted(runs.items()):
+            status, suite = info["status"], info["suite"]
+            phase = status.get("phase") or "Pending"
+            run_counts[phase] = run_counts.get(phase, 0) + 1
+            for case in status.get("cases") or []:
+                case_counts[case.get("phase", "Pending")] = case_counts.get(case.get("phase", "Pending"), 0) + 1
+                if case.get("phase") == "Running" and case.get("stepsTotal"):
+                    ratio = min(1.0, float(case.get("step") or 0) / float(case["stepsTotal"]))
+                    g_progress.add_metric([suite, name, case["id"], case.get("pool", "")], ratio)
+            if phase in ("Succeeded", "PartiallyFailed", "Failed") and _ts(status.get("completedAt")):
+                g_done.add_metric([suite, name, phase], _ts(status["completedAt"]))
+            for case in (info.get("results") or {}).get("cases") or []:
+                labels = [
+                    suite,
+                    name,
+                    case["id"],
+                    case.get("model", ""),
+                    case.get("type", ""),
+                    case.get("pool", ""),
+                    str(case.get("seq_len", "")),
+                    case.get("ac", ""),
+                    case.get("attn", ""),
+                ]
+                if case.get("phase") != "Succeeded":
+                    if case.get("phase") in ("Failed", "MetricsUnavailable"):
+                        g_failed.add_metric([*labels, case.get("reason") or case["phase"]], 1.0)
+                    continue
+                m = case.get("metrics") or {}
+                for key, fam in (("mfu", "mfu"), ("tps", "tps"), ("step_time", "step_time"), ("power_w", "power")):
+                    mean = (m.get(key) or {}).get("mean") if isinstance(m.get(key), dict) else None
+                    if mean is not None:
+                        results_families[fam].add_metric(labels, float(mean))
+                if m.get("peak_memory_gib") is not None:
+                    results_families["peak_memory"].add_metric(labels, float(m["peak_memory_gib"]) * 2**30)
+                if m.get("tokens_per_joule") is not None:
+                    results_families["tokens_per_joule"].add_metric(labels, float(m["tokens_per_joule"]))
+                for metric, v in (case.get("verdicts") or {}).items():
+                    if isinstance(v, dict) and v.get("status") == "regression":
+                        g_regr.add_metric([*labels, metric], 1.0)
+        for phase, n in run_counts.items():
+            g_runs.add_metric([phase], n)
+        for phase, n in case_counts.items():
+            g_cases.add_metric([phase], n)
+        yield from (g_runs, g_cases, g_progress, g_done, *results_families.values(), g_failed, g_regr)
+
+
+def serve(metrics: OperatorMetrics, port: int, addr: str = "0.0.0.0") -> int:
+    """Serve /metrics in a background thread; returns the bound port (port 0 picks a free one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server.server_port

@@ -1,0 +1,339 @@
+"""Level-based reconciliation of one BenchmarkRun. Pure: observed state in, actions and status out.
+
+Every tick the operator lists the run's Jobs and Pods, scrapes the running rank-0 pods and calls
+`reconcile(...)`. Nothing depends on having seen an event: an operator that restarted, or missed a
+watch event, computes the same answer from what is there. The status it returns is complete (not a
+delta), and `events` are the transitions between the previous status and this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from trainbench.operator import collect, failures
+from trainbench.operator import kube as K
+from trainbench.operator.api import BenchmarkRunSpec
+from trainbench.operator.plan import Case
+
+TERMINAL_CASE_PHASES = ("Succeeded", "Failed", "MetricsUnavailable", "Skipped")
+RUN_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "PartiallyFailed", "Failed")
+TERMINAL_RUN_PHASES = ("Succeeded", "PartiallyFailed", "Failed")
+PROGRESS_FIELDS = {"state": "state", "step": "step", "steps_total": "stepsTotal", "tps": "tps", "mfu": "mfu"}
+PROGRESS_FIELDS["step_time"] = "stepTime"
+
+
+def now_iso(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Observed:
+    """What the operator saw this tick (all keyed by Job name, or by case id for scrapes)."""
+
+    jobs: dict[str, dict] = field(default_factory=dict)
+    pods: dict[str, list[dict]] = field(default_factory=dict)  # rank 0 first
+    logs: dict[str, str] = field(default_factory=dict)  # rank-0 log tail of ended pods that failed
+    progress: dict[str, dict] = field(default_factory=dict)  # case id -> collect.parse_metrics dict
+    configmaps: set[str] = field(default_factory=set)  # names of the run's ConfigMaps that exist
+
+
+@dataclass
+class Outcome:
+    status: dict
+    create: list[dict] = field(default_factory=list)  # objects to create (Jobs, Services)
+    delete_jobs: list[str] = field(default_factory=list)  # Jobs whose case is over but which still hold a slot
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    all_ended: bool = False  # every case has ended: the results can be written
+    verdicts: dict[str, failures.Verdict] = field(default_factory=dict)
+
+
+def _condition(prev: list[dict], type_: str, status: bool, reason: str, message: str, gen: int, now: str) -> dict:
+    old = next((c for c in prev if c.get("type") == type_), None)
+    s = "True" if status else "False"
+    changed = old is None or old.get("status") != s
+    return {
+        "type": type_,
+        "status": s,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": gen,
+        "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+    }
+
+
+def invalid_status(prev_status: dict, generation: int, field_path: str, message: str, now: datetime) -> dict:
+    """The status of a run whose spec cannot run: phase Failed, SpecValid=False naming the field."""
+    t = now_iso(now)
+    prev = prev_status.get("conditions") or []
+    text = f"{field_path}: {message}" if field_path else message
+    return {
+        "phase": "Failed",
+        "message": f"invalid spec: {text}",
+        "observedGeneration": generation,
+        "progress": "0/0",
+        "total": 0,
+        "done": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "running": 0,
+        "pending": 0,
+        "regressions": 0,
+        "cases": [],
+        "conditions": [
+            _condition(prev, "SpecValid", False, "InvalidSpec", text, generation, t),
+            _condition(prev, "Ready", False, "InvalidSpec", text, generation, t),
+        ],
+    }
+
+
+def _case_entry(case: Case, job: str) -> dict:
+    return {
+        "id": case.id,
+        "model": case.model,
+        "type": case.type,
+        "seqLen": case.seq_len,
+        "pool": case.pool,
+        "job": job,
+    }
+
+
+def reconcile(
+    run: dict,
+    spec: BenchmarkRunSpec,
+    cases: list[Case],
+    observed: Observed,
+    *,
+    now: datetime,
+    namespace: str,
+    suite: str | None = None,
+    unschedulable_grace_s: float = failures.UNSCHEDULABLE_GRACE_S,
+    image_pull_grace_s: float = failures.IMAGE_PULL_GRACE_S,
+) -> Outcome:
+    t = now_iso(now)
+    generation = int(run["metadata"].get("generation") or 1)
+    prev_status = run.get("status") or {}
+    prev_cases = {c.get("id"): c for c in prev_status.get("cases") or []}
+    pools = {p.name: p for p in spec.pools}
+    out = Outcome(status={})
+
+    entries: list[dict] = []
+    occupied: dict[str, int] = {name: 0 for name in pools}
+    waiting: list[tuple[Case, dict]] = []
+    for case in cases:
+        name = K.job_name(run["metadata"]["name"], case.id)
+        prev = prev_cases.get(case.id) or {}
+        entry = _case_entry(case, name)
+        for key in ("startedAt", "finishedAt", "node", *PROGRESS_FIELDS.values()):
+            if prev.get(key) is not None:
+                entry[key] = prev[key]
+        job = observed.jobs.get(name)
+        if job is None:
+            if prev.get("phase") in TERMINAL_CASE_PHASES:  # ended earlier and its Job was removed (e.g. stopped)
+                entry.update({k: prev[k] for k in ("phase", "reason", "message") if prev.get(k) is not None})
+            else:
+                entry["phase"] = "Pending"
+                waiting.append((case, entry))
+            entries.append(entry)
+            continue
+        pods = observed.pods.get(name) or []
+        v = failures.classify(
+            job,
+            pods,
+            now=now,
+            logs=observed.logs.get(name),
+            unschedulable_grace_s=unschedulable_grace_s,
+            image_pull_grace_s=image_pull_grace_s,
+        )
+        out.verdicts[case.id] = v
+        entry.setdefault("startedAt", job["metadata"].get("creationTimestamp") or t)
+        if pods and (pods[0].get("spec") or {}).get("nodeName"):
+            entry["node"] = pods[0]["spec"]["nodeName"]
+        progress = observed.progress.get(case.id)
+        if progress:
+            for src, dst in PROGRESS_FIELDS.items():
+                if progress.get(src) is not None:
+                    entry[dst] = progress[src]
+        if v.terminal:
+            result = collect.parse_result(failures.termination_message(pods[0])) if pods else None
+            phase, reason, message = v.phase, v.reason, v.message
+            if phase == "MetricsUnavailable" and prev.get("step") is not None and prev.get("tps") is not None:
+                # no final JSON, but the live scrapes saw the case measure: the last scrape stands in
+                phase, reason, message = "Succeeded", None, "no result JSON; metrics from the last scrape"
+            entry["phase"] = phase
+            if reason:
+                entry["reason"] = reason
+            if message:
+                entry["message"] = message[-1500:]
+            metrics = (result or {}).get("metrics") or {}
+            for key, dst in (("tps", "tps"), ("mfu", "mfu"), ("step_time", "stepTime")):
+                mean = (metrics.get(key) or {}).get("mean") if isinstance(metrics.get(key), dict) else None
+                if mean is not None:
+                    entry[dst] = mean
+            if result and result.get("status") != "failed":
+                entry["state"] = "done"
+            entry.setdefault("finishedAt", _finished_at(job, pods) or t)
+            if v.stop_job:
+                out.delete_jobs.append(name)
+        else:
+            entry["phase"] = v.phase
+            if v.message:
+                entry["message"] = v.message
+            occupied[case.pool] = occupied.get(case.pool, 0) + 1
+        entries.append(entry)
+
+    # launch what the pools have room for, in plan order
+    if not spec.suspend:
+        for case, entry in waiting:
+            pool = pools[case.pool]
+            if occupied[case.pool] >= pool.max_concurrent:
+                continue
+            occupied[case.pool] += 1
+            job = K.build_job(
+                run,
+                case,
+                namespace=namespace,
+                resource_name=pool.resource_name,
+                node_selector=pool.node_selector,
+                tolerations=[tol.model_dump(by_alias=True, exclude_none=True) for tol in pool.tolerations],
+                cpu=pool.cpu,
+                memory=pool.memory,
+                queue_name=spec.queue_name,
+                suite=suite,
+            )
+            svc = K.build_service(run, case, namespace=namespace, suite=suite)
+            out.create += [o for o in (svc, job) if o is not None]
+            entry["startedAt"] = t
+            entry["message"] = f"created Job {job['metadata']['name']}"
+            out.events.append(
+                ("Normal", "CaseLaunched", f"case {case.id}: created Job {entry['job']} on pool {case.pool}")
+            )
+
+    counts = {p: 0 for p in ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped")}
+    for e in entries:
+        counts[e["phase"]] = counts.get(e["phase"], 0) + 1
+    total = len(entries)
+    failed = counts["Failed"] + counts["MetricsUnavailable"]
+    done = counts["Succeeded"] + failed + counts["Skipped"]
+    out.all_ended = done == total
+    launched = any(e.get("startedAt") for e in entries)
+    if out.all_ended:
+        phase = "Succeeded" if failed == 0 else ("Failed" if counts["Succeeded"] == 0 else "PartiallyFailed")
+    elif spec.suspend and counts["Running"] == 0:
+        phase = "Suspended"
+    elif launched:
+        phase = "Running"
+    else:
+        phase = "Pending"
+    prev_conditions = prev_status.get("conditions") or []
+    metrics_unavailable = [e["id"] for e in entries if e["phase"] == "MetricsUnavailable"]
+    conditions = [
+        _condition(prev_conditions, "SpecValid", True, "Planned", f"{total} cases planned", generation, t),
+        _condition(
+            prev_conditions,
+            "Completed",
+            out.all_ended,
+            phase if out.all_ended else "CasesRemaining",
+            f"{done}/{total} cases ended, {failed} failed",
+            generation,
+            t,
+        ),
+        _condition(
+            prev_conditions,
+            "MetricsUnavailable",
+            bool(metrics_unavailable),
+            "NoResult" if metrics_unavailable else "AllMeasured",
+            ", ".join(metrics_unavailable) or "every ended case reported metrics",
+            generation,
+            t,
+        ),
+    ]
+    status = {
+        "phase": phase,
+        "message": f"{done}/{total} cases ended ({counts['Succeeded']} succeeded, {failed} failed), "
+        f"{counts['Running']} running",
+        "observedGeneration": generation,
+        "progress": f"{done}/{total}",
+        "total": total,
+        "done": done,
+        "succeeded": counts["Succeeded"],
+        "failed": failed,
+        "running": counts["Running"],
+        "pending": counts["Pending"],
+        "regressions": int(prev_status.get("regressions") or 0),
+        "cases": entries,
+        "conditions": conditions,
+    }
+    for key in ("startedAt", "resultsConfigMap", "reportConfigMap", "completedAt"):
+        if prev_status.get(key):
+            status[key] = prev_status[key]
+    if launched and "startedAt" not in status:
+        status["startedAt"] = min(e["startedAt"] for e in entries if e.get("startedAt"))
+    rc = prev_status.get("conditions") or []
+    for c in rc:  # keep conditions set by the results step (RegressionDetected, ...)
+        if c.get("type") not in {x["type"] for x in conditions}:
+            conditions.append(c)
+    out.status = status
+    out.events += transitions(prev_status, status)
+    return out
+
+
+def _finished_at(job: dict, pods: list[dict]) -> str | None:
+    st = job.get("status") or {}
+    if st.get("completionTime"):
+        return st["completionTime"]
+    for c in st.get("conditions") or []:
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return c.get("lastTransitionTime")
+    if pods:
+        term = failures.terminated(pods[0]) or {}
+        return term.get("finishedAt")
+    return None
+
+
+def transitions(prev: dict, new: dict) -> list[tuple[str, str, str]]:
+    """Events for what changed between two statuses: each case's phase, and the run's phase."""
+    events = []
+    before = {c.get("id"): c for c in prev.get("cases") or []}
+    for c in new.get("cases") or []:
+        old = before.get(c["id"]) or {}
+        if old.get("phase") == c["phase"]:
+            continue
+        if c["phase"] == "Running":
+            events.append(("Normal", "CaseRunning", f"case {c['id']} is running on {c.get('node') or '?'}"))
+        elif c["phase"] == "Succeeded" and old.get("phase") != "Succeeded":
+            events.append(("Normal", "CaseSucceeded", f"case {c['id']} succeeded"))
+        elif c["phase"] in ("Failed", "MetricsUnavailable") and old.get("phase") != c["phase"]:
+            msg = (c.get("message") or "").splitlines()[0][:300] if c.get("message") else ""
+            events.append(("Warning", c.get("reason") or c["phase"], f"case {c['id']} failed: {msg}"))
+    if prev.get("phase") != new.get("phase"):
+        kind = "Warning" if new["phase"] in ("Failed", "PartiallyFailed") else "Normal"
+        events.append((kind, f"Run{new['phase']}", new.get("message") or new["phase"]))
+    return events
+
+
+def outcomes(cases: list[Case], status: dict, observed: Observed) -> dict[str, dict]:
+    """case id -> the outcome `results.build_results` takes (trainer JSON from the termination message)."""
+    by_id = {c.get("id"): c for c in status.get("cases") or []}
+    out = {}
+    for case in cases:
+        entry = by_id.get(case.id) or {}
+        name = entry.get("job") or K.job_name("", case.id)
+        pods = observed.pods.get(name) or []
+        pod = pods[0] if pods else {}
+        result = collect.parse_result(failures.termination_message(pod)) if pod else None
+        progress = {src: entry.get(dst) for src, dst in PROGRESS_FIELDS.items() if entry.get(dst) is not None}
+        image = next((c.get("image") for c in (pod.get("spec") or {}).get("containers") or []), None)
+        out[case.id] = {
+            "phase": entry.get("phase") or "Pending",
+            "reason": entry.get("reason"),
+            "message": entry.get("message") if entry.get("phase") != "Succeeded" else None,
+            "result": result,
+            "progress": progress or None,
+            "node": entry.get("node"),
+            "image": image or case.image,
+            "job": name,
+            "started_at": entry.get("startedAt"),
+            "finished_at": entry.get("finishedAt"),
+        }
+    return out

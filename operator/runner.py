@@ -1,0 +1,118 @@
+"""`trainbench operator`: run the kopf operator in this process.
+
+    trainbench operator [--namespace NS ...] [--all-namespaces] [--interval S] [--metrics-port P]
+                        [--liveness-port P] [--log-format json|plain] [--print-crd]
+
+Watches BenchmarkRuns in the given namespaces (or cluster-wide), serves its own /metrics and a liveness
+endpoint (/healthz). Uses the in-cluster service account, else KUBECONFIG / ~/.kube/config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from importlib import resources
+
+from trainbench.trainer.contract import OPERATOR_METRICS_PORT
+
+
+def crd_text() -> str:
+    return resources.files("trainbench.operator").joinpath("data/crd.yaml").read_text()
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("k8s_ref",):  # kopf puts the object reference on its records
+            if hasattr(record, key):
+                doc["object"] = getattr(record, key)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def _logging(fmt: str, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("kubernetes.client.rest", "urllib3", "asyncio", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="trainbench operator", description=__doc__.split("\n\n")[0])
+    p.add_argument("--namespace", "-n", action="append", default=[], help="namespace to watch (repeatable; globs ok)")
+    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (cluster-wide)")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between reconciliations of a run")
+    p.add_argument("--metrics-port", type=int, default=OPERATOR_METRICS_PORT, help="/metrics port (0: any; -1: off)")
+    p.add_argument("--liveness-port", type=int, default=8081, help="/healthz port (-1: off)")
+    p.add_argument("--watch-timeout", type=int, default=300, help="server-side watch timeout, seconds")
+    p.add_argument("--unschedulable-grace", type=float, default=None, help="seconds a pod may wait for a node")
+    p.add_argument("--image-pull-grace", type=float, default=None, help="seconds of ImagePullBackOff before failing")
+    p.add_argument("--scrape-timeout", type=float, default=2.0)
+    p.add_argument("--log-format", choices=("json", "plain"), default="json")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--print-crd", action="store_true", help="print the BenchmarkRun CRD and exit")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.print_crd:
+        sys.stdout.write(crd_text())
+        return 0
+    if not args.namespace and not args.all_namespaces:
+        print("trainbench operator: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
+        return 2
+    _logging(args.log_format, args.verbose)
+
+    import kopf
+
+    from trainbench.operator import handlers, metrics
+
+    config = handlers.Config(
+        interval=args.interval,
+        scrape_timeout=args.scrape_timeout,
+        watch_server_timeout=args.watch_timeout,
+        watch_client_timeout=args.watch_timeout + 30,
+    )
+    if args.unschedulable_grace is not None:
+        config.unschedulable_grace_s = args.unschedulable_grace
+    if args.image_pull_grace is not None:
+        config.image_pull_grace_s = args.image_pull_grace
+    if args.metrics_port >= 0:
+        port = metrics.serve(config.metrics, args.metrics_port)
+        logging.getLogger("trainbench.operator").info("serving /metrics on port %d", port)
+        print(f"TRAINBENCH_OPERATOR_METRICS_PORT {port}", flush=True)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, config)
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port >= 0 else None
+    stop = threading.Event()
+    try:
+        kopf.run(
+            registry=registry,
+            standalone=True,
+            namespaces=args.namespace,
+            clusterwide=args.all_namespaces,
+            liveness_endpoint=liveness,
+            stop_flag=stop,
+        )
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
