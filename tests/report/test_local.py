@@ -1,0 +1,158 @@
+"""The local executor end to end: real trainer processes on the CPU, the same collect/report code.
+
+Each test runs `python -m trainbench.cli run ... --local` as a user would. The smoke suite is the README's
+main job (examples/cpu-smoke.yaml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from trainbench.operator.report import fmt_seconds, fmt_tps
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "examples" / "cpu-smoke.yaml"
+
+
+def trainbench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trainbench.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def write_manifest(path: Path, name: str, cases: list[dict], steps: int = 3) -> Path:
+    spec = {
+        "suite": name,
+        "pools": [{"name": "cpu", "hardware": "CPU"}],
+        "matrix": {"models": [cases[0]["model"]], "types": ["sft-full"], "seqLens": [128], "ac": ["none"]},
+        "steps": steps,
+        "warmupSteps": 1,
+        "timeoutSeconds": 300,
+    }
+    spec["matrix"]["attn"] = [cases[0].get("attn", "sdpa")]
+    spec["matrix"]["include"] = cases[1:]
+    doc = {"apiVersion": "trainbench.dev/v1alpha1", "kind": "BenchmarkRun", "metadata": {"name": name}, "spec": spec}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_smoke_suite_end_to_end_with_measured_numbers_in_the_report(tmp_path):
+    out = tmp_path / "smoke"
+    t0 = time.monotonic()
+    p = trainbench("run", str(SMOKE), "--local", "--out", str(out))
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert elapsed < 120  # the README promise: a fresh machine, under two minutes
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == "trainbench.dev/results/v1" and results["environment"]["executor"] == "local"
+    assert results["summary"] == {
+        "cases": 5,
+        "succeeded": 5,
+        "failed": 0,
+        "skipped": 0,
+        "pending": 0,
+        "metrics_unavailable": 0,
+        "regressions": 0,
+    }
+    report = (out / "report.md").read_text()
+    assert "5 cases, 5 passed, 0 failed, no baseline" in report
+    for case in results["cases"]:
+        m = case["metrics"]
+        assert m["tps"]["mean"] > 0 and m["tps"]["n"] == 6 and m["mfu"]["mean"] > 0
+        assert case["hardware"] == "1xCPU" and case["peak_flops_source"] == "cpu-nominal"
+        assert (out / "logs" / f"{case['id']}.log").exists() and (out / "cases" / f"{case['id']}.json").exists()
+        # the report holds the measured numbers
+        assert f"| {fmt_tps(m['tps']['mean'])} | {fmt_seconds(m['step_time']['mean'])} |" in report
+    assert {c["model"] for c in results["cases"]} == {"tiny-qwen3", "tiny-llama", "tiny-qwen3-moe"}
+    assert "[5/5]" in p.stderr and "step" in p.stderr  # progress bars, one per case
+    assert f"{out / 'report.md'}: 5 cases, 5 passed, 0 failed" in p.stdout
+
+
+def test_failure_classification_history_baseline_and_trend_plot(tmp_path):
+    m = write_manifest(
+        tmp_path / "m.yaml",
+        "two",
+        [{"model": "tiny-qwen3", "attn": "sdpa"}, {"model": "tiny-qwen3", "type": "sft-full", "attn": "fa3"}],
+    )
+    out = tmp_path / "out"
+    first = trainbench("run", str(m), "--local", "--out", str(out), "--no-progress")
+    assert first.returncode == 1, first.stdout + first.stderr  # a case failed
+    r1 = json.loads((out / "results.json").read_text())
+    failed = next(c for c in r1["cases"] if c["attn"] == "fa3")
+    assert (failed["phase"], failed["reason"]) == ("Failed", "BadConfig")
+    assert "fa3" in failed["message"]
+    report = (out / "report.md").read_text()
+    assert "## Failed Benchmarks" in report and "**BadConfig**: --attn fa3 needs" in report
+    assert "2 cases, 1 passed, 1 failed, no baseline" in report
+
+    second = trainbench("run", str(m), "--local", "--out", str(out), "--no-progress")
+    assert second.returncode == 1
+    r2 = json.loads((out / "results.json").read_text())
+    assert r2["run"] != r1["run"]
+    assert r2["baseline"]["source"] == "history" and r2["baseline"]["matched"] == 1
+    ok = next(c for c in r2["cases"] if c["phase"] == "Succeeded")
+    assert ok["baseline"]["run"] == r1["run"] and set(ok["verdicts"]) >= {"tps", "mfu", "step_time"}
+    history = json.loads((out / "history.json").read_text())
+    assert [r["run"] for r in history["runs"]] == [r1["run"], r2["run"]]
+    report = (out / "report.md").read_text()
+    assert "(1 of 2 cases matched)" in report and "## History (last 10 runs)" in report
+    assert "![tiny-qwen3: TPS and MFU over the last runs](plots/trend-tiny-qwen3.png)" in report
+    assert (out / "plots" / "trend-tiny-qwen3.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_finished_results(tmp_path):
+    # a quick first case, a long second one (4096 tokens a step), a third that never starts
+    m = write_manifest(
+        tmp_path / "m.yaml",
+        "stop",
+        [{"model": "tiny-qwen3", "attn": "sdpa"}, {"model": "tiny-llama", "seqLen": 4096}, {"model": "tiny-qwen3-moe"}],
+        steps=8,
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainbench.cli", "run", str(m), "--local", "--out", str(out), "--no-progress"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        started = False
+        while time.monotonic() < deadline and not started:
+            logs = list((out / "logs").glob("tiny-llama-*.log")) if (out / "logs").exists() else []
+            started = bool(logs) and "TRAINBENCH_METRICS_PORT" in logs[0].read_text()
+            time.sleep(0.1)
+        assert started, "the second case never started"
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the executor
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted; writing the results of the finished cases" in stderr
+    results = json.loads((out / "results.json").read_text())
+    phases = [(c["model"], c["phase"], c["reason"]) for c in results["cases"]]
+    assert phases == [
+        ("tiny-qwen3", "Succeeded", None),
+        ("tiny-llama", "Failed", "Interrupted"),
+        ("tiny-qwen3-moe", "Skipped", "Interrupted"),
+    ]
+    assert results["cases"][0]["metrics"]["tps"]["mean"] > 0  # the finished case kept its numbers
+    report = (out / "report.md").read_text()
+    assert "3 cases, 1 passed, 1 failed, 1 skipped" in report and "**Interrupted**" in report
+    assert not (out / "history.json").exists()  # an interrupted run is not a baseline for the next one
+    pid = int(results["cases"][1]["job"].split()[1])
+    try:  # the trainer process is gone, not orphaned
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive
