@@ -66,6 +66,8 @@ def resolve(attn: str, device_type: str, docs_per_seq: int) -> AttnChoice:
     if attn in ("sdpa", "eager"):
         return AttnChoice(attn, attn)
     if attn == "flex":
+        if device_type == "cpu":
+            raise BadConfig("--attn flex needs a GPU: FlexAttention has no backward pass on the CPU")
         return AttnChoice("flex", "flex_attention")
     if attn in _SDPA:
         if attn in ("sdpa-cudnn", "sdpa-efficient") and device_type != "cuda":
@@ -78,9 +80,9 @@ def resolve(attn: str, device_type: str, docs_per_seq: int) -> AttnChoice:
         return AttnChoice(attn, "sdpa", _SDPA[attn])
     if attn in _FLASH_PACKAGES:
         module, impl = _FLASH_PACKAGES[attn]
-        if device_type != "cuda":
-            raise BadConfig(f"--attn {attn} needs a CUDA device (this run is on {device_type})")
         if not _importable(module):
             raise BadConfig(f"--attn {attn} needs the Python package providing {module!r}, which is not installed")
+        if device_type != "cuda":
+            raise BadConfig(f"--attn {attn} needs a CUDA device (this run is on {device_type})")
         return AttnChoice(attn, impl)
     raise BadConfig(f"unknown attention backend {attn!r}")

@@ -30,7 +30,7 @@ from trainbench.trainer.hardware import CPU_NOMINAL_PEAK_FLOPS, UnknownDeviceErr
 from trainbench.trainer.specs import ModelSpec, UnknownModelError, resolve_model
 
 TERMINATION_LOG_LIMIT = 4096
-METRICS_PORT_PREFIX = "TRAINBENCH_METRICS_PORT "
+METRICS_PORT_PREFIX = c.METRICS_PORT_LINE_PREFIX
 
 
 class BenchFailure(Exception):
@@ -440,6 +440,14 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
             if energy is not None:
                 exporter.energy.set(energy)
 
+    replica_spread = None
+    if world.distributed:  # data parallel must keep the replicas identical: check it, cheaply
+        with torch.no_grad():
+            checksum = float(sum(p.double().sum() for p in params))
+        hi = dist_mod.reduce_scalar(checksum, "max", world, device)
+        lo = -dist_mod.reduce_scalar(-checksum, "max", world, device)
+        replica_spread = hi - lo
+
     measured = [r for r in records if not r["warmup"]]
     measured_tokens = tokens_per_step * len(measured)
     result = base_result(cfg, spec, world.size)
@@ -463,6 +471,7 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
         energy_j=energy,
         tokens_per_joule=(measured_tokens / energy) if energy else None,
         kept_fraction=summary(kept_list),
+        replica_spread=replica_spread,
         losses=losses_list,
         steps=records,
         environment=env,

@@ -24,11 +24,12 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk_size):
         n = hidden.shape[0]
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # float32 math for bf16/fp16 inputs
         out = torch.empty(n, dtype=torch.float32, device=hidden.device)
-        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty(n, dtype=acc, device=hidden.device)
         for s in range(0, n, chunk_size):
             e = min(n, s + chunk_size)
-            logits = (hidden[s:e] @ weight.t()).float()
+            logits = (hidden[s:e] @ weight.t()).to(acc)
             lse_c = torch.logsumexp(logits, dim=-1)
             out[s:e] = logits.gather(1, targets[s:e, None]).squeeze(1) - lse_c
             lse[s:e] = lse_c
@@ -43,11 +44,12 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n = hidden.shape[0]
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        acc = lse.dtype
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
         for s in range(0, n, ctx.chunk_size):
             e = min(n, s + ctx.chunk_size)
-            g = grad_out[s:e].float()
-            logits = (hidden[s:e] @ weight.t()).float()
+            g = grad_out[s:e].to(acc)
+            logits = (hidden[s:e] @ weight.t()).to(acc)
             # d logp_target / d logits = onehot(target) - softmax
             grad_logits = torch.exp(logits - lse[s:e, None]).mul_(-g[:, None])
             grad_logits.scatter_add_(1, targets[s:e, None], g[:, None])
@@ -56,7 +58,7 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
             if need_h:
                 grad_h[s:e] = grad_logits @ weight
             if need_w:
-                grad_w += (grad_logits.t() @ hidden[s:e]).float()
+                grad_w += (grad_logits.t() @ hidden[s:e]).to(acc)
         return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None
 
 
