@@ -20,6 +20,7 @@ ATTN_BACKENDS = (
     "sdpa-efficient",
     "sdpa-math",
     "flex",
+    "varlen",  # torch.nn.attention.varlen (FlashAttention-2 varlen inside torch >= 2.10; fast impl only)
     "fa2",
     "fa3",
     "fa4",
