@@ -54,7 +54,8 @@ def _pip_installs(run_line: str) -> list[list[str]]:
     commands.append(current)
     out = []
     for toks in commands:
-        toks = [t for t in toks if not re.fullmatch(r"\w+=\S*", t)]  # leading VAR=value
+        while toks and re.match(r"[A-Za-z_]\w*=(?!=)", toks[0]):  # leading VAR=value assignments
+            toks = toks[1:]
         for i in range(len(toks) - 1):
             if toks[i].endswith("pip") and toks[i + 1] in ("install", "wheel"):
                 out.append(toks[i + 2 :])
@@ -101,10 +102,10 @@ def test_pip_installs_are_pinned_and_the_package_comes_from_the_repo(path):
                     continue
                 if tok.startswith("-"):
                     continue
-                if tok.startswith("/src") or tok == ".":
+                if tok.startswith("/src"):
                     installed_src = True
                     continue
-                if tok.startswith("/wheels/"):
+                if tok.startswith("/wheels/") or tok == ".":  # wheels built from a pinned git tag
                     continue
                 spec = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), ""), tok)
                 assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", spec), f"{path.parent.name}: unpinned {tok}"
@@ -160,3 +161,22 @@ def _commands(cli) -> dict[str, str]:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "commands":
             return ast.literal_eval(node.value)
     raise AssertionError("no commands table in trainbench.cli.main")
+
+
+def test_the_checks_catch_bad_dockerfiles(tmp_path):
+    """The parsing helpers see an unpinned base, an unpinned pip install and a root user."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text(
+        "ARG BASE=python:latest\nFROM ${BASE} AS build\n"
+        'RUN pip install requests "torch==2.13.0" --index-url https://x && MAX_JOBS=2 pip install /src\n'
+        "FROM build\nUSER root\n"
+    )
+    stages, _ = _stages(bad)
+    assert [s[0] for s in stages] == ["python:latest", "build"]
+    assert stages[0][1] == "build"
+    (run,) = [c for c in stages[0][2] if c.cmd == "RUN"]
+    assert _pip_installs(" ".join(run.value)) == [["requests", "torch==2.13.0", "--index-url", "https://x"], ["/src"]]
+    with pytest.raises(AssertionError, match="not pinned"):
+        test_bases_are_pinned(bad)
+    with pytest.raises(AssertionError, match="runs as root"):
+        test_final_stage_runs_as_non_root_with_oci_labels(bad)
