@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## the main job: a local BenchmarkRun of the embedded default (CPU smoke suite)
 run: $(STAMP)
-	$(VENV)/bin/trainbench bench --model tiny-qwen3 --type sft-full --seq-len 256 --steps 6 --warmup-steps 1 --device cpu
+	$(VENV)/bin/trainbench run examples/cpu-smoke.yaml --local --out $(OUT)
 
 ## test tools the suite talks to for real (kubectl, prometheus/promtool): Debian packages
 tools:
