@@ -54,3 +54,13 @@ def test_table_verdict_uses_the_bar():
     assert "| 1.43x | 45% / 1.3x | yes |" in mod.table([row])
     row["bench"] = {**ok, "mfu": 40.0}
     assert "| NO |" in mod.table([row])  # ratio holds, MFU does not
+
+
+def test_bf16_check_passes_on_cpu():
+    """The benchmark's bf16 equivalence check (fast vs transformers, both against transformers in fp32)."""
+    mod = load()
+    mod.DEVICE = "cpu"
+    out = mod.gpu_check("sdpa", False, layers=2, seq=256, model="tiny-qwen3")
+    assert out["pass"], out
+    assert out["params_compared"] == 2 * 11 + 2  # per layer 7 projections + 4 norms; embedding + final norm
+    assert out["max_grad_rel_err_fast_bf16[sdpa]"] < 0.05
