@@ -820,6 +820,8 @@ class Controllers:
                         {
                             "name": c["name"],
                             "image": c["image"],
+                            "imageID": f"docker-pullable://{c['image']}",
+                            "containerID": f"sim://{pod['metadata']['uid']}",
                             "ready": True,
                             "restartCount": 0,
                             "state": {"running": {"startedAt": t}},
@@ -867,6 +869,8 @@ class Controllers:
                 {
                     "name": c["name"],
                     "image": c["image"],
+                    "imageID": f"docker-pullable://{c['image']}",
+                    "containerID": f"sim://{pod['metadata']['uid']}",
                     "ready": False,
                     "restartCount": 0,
                     "state": {"terminated": term},

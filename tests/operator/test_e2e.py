@@ -1,10 +1,22 @@
-"""End to end: kubectl apply -> kopf operator -> Jobs -> real trainer processes -> results and report."""
+"""End to end: kubectl apply -> kopf operator -> Jobs -> real trainer processes -> results and report.
+
+The cluster is tests/operator/kubesim.py (KMock + a Job controller, scheduler and kubelet that run the
+pod's command as a local process); the operator is `trainbench operator` in a subprocess; the client is
+the real kubectl.
+"""
 
 from __future__ import annotations
 
 import json
+import urllib.request
 
+import kubernetes_validate
+import pytest
 from conftest import wait_for
+
+from trainbench.trainer.contract import STATES
+
+K8S_VERSION = "1.30.0"
 
 RUN = """
 apiVersion: trainbench.dev/v1alpha1
@@ -24,7 +36,7 @@ spec:
       nodeSelector: {trainbench.dev/test-pool: b}
       tolerations: [{key: gpu, operator: Exists, effect: NoSchedule}]
       image: trainer:test
-      memory: 64Mi
+      memory: 64Mi          # the fake kubelet enforces it: a torch process is OOMKilled
   matrix:
     models: [tiny-qwen3]
     types: [sft-full, rl-full]
@@ -39,20 +51,145 @@ spec:
   timeoutSeconds: 300
 """
 
+TERMINAL = ("Succeeded", "PartiallyFailed", "Failed")
+
+
+def validate_k8s(obj: dict) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def wait_run_end(kubectl, operator, name: str, timeout: float = 240) -> dict:
+    def status():
+        return kubectl.get_json("benchmarkrun", name).get("status") or {}
+
+    return wait_for(
+        lambda: (s := status()).get("phase") in TERMINAL and s.get("resultsConfigMap") and s,
+        timeout,
+        f"run {name} to end",
+        on_fail=lambda: json.dumps(status(), indent=1)[-4000:] + operator.log()[-6000:],
+    )
+
 
 def test_e2e(cluster, kubectl, operator):
     operator.start()
     kubectl.apply(RUN)
 
-    def run():
-        return kubectl.get_json("benchmarkrun", "e2e")
+    seen_progress = {}
 
-    wait_for(lambda: run().get("status", {}).get("total") == 4, 30, "4 cases planned", on_fail=operator.log)
-    final = wait_for(
-        lambda: (s := run().get("status", {})).get("phase") in ("Succeeded", "PartiallyFailed", "Failed") and s,
-        240,
-        "the run to end",
-        on_fail=lambda: json.dumps(run().get("status"), indent=1) + operator.log(),
+    def watch_progress():
+        st = kubectl.get_json("benchmarkrun", "e2e").get("status") or {}
+        for c in st.get("cases") or []:
+            if c.get("phase") == "Running" and c.get("step") is not None:
+                seen_progress[c["id"]] = (c["step"], c.get("stepsTotal"), c.get("state"))
+        return st.get("phase") in TERMINAL and st.get("resultsConfigMap")
+
+    wait_for(watch_progress, 240, "the run to end", interval=0.3, on_fail=operator.log)
+    status = wait_run_end(kubectl, operator, "e2e")
+
+    # --- the Jobs: one per case, named deterministically, with the pool's resources and placement
+    jobs = kubectl.get_json("jobs")["items"]
+    assert len(jobs) == 4
+    by_pool = {}
+    for job in jobs:
+        validate_k8s(job)
+        by_pool.setdefault(job["metadata"]["labels"]["trainbench.dev/pool"], []).append(job)
+        spec = job["spec"]
+        assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 300
+        assert {r["action"] for r in spec["podFailurePolicy"]["rules"]} == {"Ignore", "FailJob"}
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "BenchmarkRun"
+        pod = spec["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["command"][:2] == ["torchrun", "--nproc-per-node=1"] and "trainbench.trainer" in c["command"]
+        assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert {"name": "dshm", "emptyDir": {"medium": "Memory"}}.items() <= pod["volumes"][0].items() or pod[
+            "volumes"
+        ][0]["emptyDir"]["medium"] == "Memory"
+    assert len(by_pool["cpu-a"]) == 3 and len(by_pool["cpu-b"]) == 1
+    for job in by_pool["cpu-a"]:
+        pod = job["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"trainbench.dev/test-pool": "a"}
+        assert pod["containers"][0]["resources"]["limits"] == {"amd.com/gpu": "1", "cpu": "1"}
+    pod_b = by_pool["cpu-b"][0]["spec"]["template"]["spec"]
+    assert pod_b["nodeSelector"] == {"trainbench.dev/test-pool": "b"}
+    assert pod_b["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod_b["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "64Mi"}
+    for pod in kubectl.get_json("pods")["items"]:
+        validate_k8s(pod)
+    assert cluster.controllers.max_running.get("cpu-a", 0) <= 2  # maxConcurrent held
+    assert cluster.controllers.max_running.get("cpu-a", 0) >= 1
+
+    # --- status: phase, counts, per-case reasons, progress seen while running
+    assert status["phase"] == "PartiallyFailed", status
+    assert (status["total"], status["done"], status["succeeded"], status["failed"]) == (4, 4, 3, 1)
+    cases = {c["id"]: c for c in status["cases"]}
+    failed = [c for c in cases.values() if c["phase"] == "Failed"]
+    assert len(failed) == 1 and failed[0]["pool"] == "cpu-b" and failed[0]["reason"] == "OOMKilled"
+    ok = [c for c in cases.values() if c["phase"] == "Succeeded"]
+    assert all(c["tps"] > 0 and c["node"] == "cpu-a-0" for c in ok)
+    assert seen_progress, "no progress from the trainer's /metrics reached the status while cases ran"
+    # the live scrape (pod IP + the pod's metrics port) reached the status; tiny cases run for about a second,
+    # so the state seen may be any of the trainer's states
+    assert {state for _step, _total, state in seen_progress.values()} <= set(STATES), seen_progress
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Completed"]["status"] == "True" and conds["Completed"]["observedGeneration"] == 1
+
+    # --- results and report ConfigMaps with measured values
+    cm = kubectl.get_json("configmap", "e2e-results")
+    validate_k8s(cm)
+    results = json.loads(cm["data"]["results.json"])
+    assert results["run"] == "e2e" and results["suite"] == "e2e"
+    assert len(results["cases"]) == 4
+    for case in results["cases"]:
+        if case["phase"] == "Succeeded":
+            m = case["metrics"]
+            assert m["tps"]["mean"] > 0 and m["step_time"]["mean"] > 0 and m["mfu"]["mean"] > 0
+            assert m["tps"]["n"] == 2  # two measured steps, the warm-up excluded
+            assert case["node"] == "cpu-a-0" and case["image"] == "trainer:test" and case["job"]
+            assert case["started_at"] and case["finished_at"]
+        else:
+            assert case["reason"] == "OOMKilled" and case["model"] == "tiny-llama"
+    report = kubectl.get_json("configmap", "e2e-report")
+    validate_k8s(report)
+    md = report["data"]["report.md"]
+    assert "OOMKilled" in md and "tiny" in md.lower()
+
+    # --- kubectl get br shows the printer columns
+    out = kubectl("get", "br").stdout
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "CASES", "FAILED", "REGRESSIONS", "AGE"]
+    assert row.split()[:5] == ["e2e", "PartiallyFailed", "4/4", "1", "0"]
+
+    # --- Events on transitions
+    events = kubectl.get_json("events")["items"]
+    reasons = {e.get("reason") for e in events}
+    assert {"CaseLaunched", "CaseSucceeded", "OOMKilled", "RunPartiallyFailed", "ResultsWritten"} <= reasons, reasons
+
+    # --- the operator's own /metrics keeps the results
+    text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
+    tps_lines = [line for line in text.splitlines() if line.startswith("trainbench_result_tokens_per_second{")]
+    assert len(tps_lines) == 3 and all('run="e2e"' in line for line in tps_lines)
+    assert any(
+        line.startswith("trainbench_case_failed{") and 'reason="OOMKilled"' in line for line in text.splitlines()
     )
-    print(json.dumps(final, indent=1))
-    assert final["phase"] == "PartiallyFailed"
+    assert 'trainbench_runs{phase="PartiallyFailed"} 1.0' in text
+
+    # --- deleting the run deletes everything it owns (ownerReferences)
+    kubectl("delete", "benchmarkrun", "e2e", "--wait=false")
+    wait_for(
+        lambda: not kubectl.get_json("jobs")["items"] and not kubectl.get_json("configmaps")["items"],
+        30,
+        "the run's Jobs and ConfigMaps to be garbage-collected",
+        on_fail=operator.log,
+    )
+
+
+@pytest.mark.cluster
+def test_e2e_real_cluster():
+    """The same e2e against the cluster KUBECONFIG points at (needs the CRD installed and GPU nodes)."""
+    import os
+
+    if not (os.environ.get("KUBECONFIG") and os.environ.get("TRAINBENCH_TEST_CLUSTER")):
+        pytest.skip("set KUBECONFIG and TRAINBENCH_TEST_CLUSTER=1 to run against a real cluster")
+    pytest.skip("not run here: no real cluster in this environment")  # pragma: no cover
