@@ -156,3 +156,60 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_results(tmp_path):
     except ProcessLookupError:
         alive = False
     assert not alive
+
+
+def test_cases_this_machine_cannot_run_are_skipped_with_the_reason(tmp_path):
+    from trainbench.operator.api import parse_spec
+    from trainbench.operator.local import LocalOptions, run_local
+
+    spec = parse_spec(
+        {
+            "pools": [{"name": "big", "gpusPerNode": 8}, {"name": "multi", "gpusPerNode": 1, "nodes": 2}],
+            "matrix": {"models": ["tiny-qwen3"], "seqLens": [128]},
+        }
+    )
+    with open(os.devnull, "w") as quiet:
+        done = run_local("skip", spec, LocalOptions(out=tmp_path, device="cpu", progress=False, log=quiet))
+    cases = {c["pool"]: c for c in done.results["cases"]}
+    assert cases["big"]["phase"] == "Skipped" and "needs 8 GPUs" in cases["big"]["message"]
+    assert cases["multi"]["phase"] == "Skipped" and "needs 2 nodes" in cases["multi"]["message"]
+    assert done.exit_code == 0 and "2 skipped" in done.report
+    assert not (tmp_path / "logs").exists()  # nothing was started
+
+
+def test_gpu_commands_use_torchrun_over_the_local_gpus(tmp_path):
+    from trainbench.operator.local import LocalOptions, case_command
+    from trainbench.operator.plan import plan
+
+    spec = {
+        "pools": [{"name": "one", "gpusPerNode": 1}, {"name": "four", "gpusPerNode": 4}],
+        "matrix": {"models": ["qwen3-0.6b"], "seqLens": [8192]},
+    }
+    one, four = plan(spec)
+    opts = LocalOptions(out=tmp_path)
+    cmd = case_command(one, "r", "cuda", opts, tmp_path / "x.json")
+    assert cmd[:3] == [sys.executable, "-m", "trainbench.trainer"]
+    assert cmd[3:] == one.trainer_args(run="r", metrics_port=0) + [
+        "--device",
+        "cuda",
+        "--output",
+        str(tmp_path / "x.json"),
+    ]
+    cmd = case_command(four, "r", "cuda", opts, tmp_path / "y.json")
+    assert cmd[:7] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m"]
+    assert cmd[7] == "trainbench.trainer" and "--metrics-port" in cmd
+
+
+def test_a_case_past_its_timeout_is_stopped_and_classified(tmp_path):
+    import dataclasses
+
+    from trainbench.operator.local import LocalOptions, run_case
+    from trainbench.operator.plan import plan
+
+    spec = {"pools": [{"name": "cpu"}], "matrix": {"models": ["tiny-llama"], "seqLens": [4096], "ac": ["none"]}}
+    case = dataclasses.replace(plan(spec)[0], steps=500, timeout_seconds=6)
+    t0 = time.monotonic()
+    outcome = run_case(case, "t", "cpu", 0, LocalOptions(out=tmp_path, progress=False), "timeout")
+    assert time.monotonic() - t0 < 30
+    assert (outcome["phase"], outcome["reason"]) == ("Failed", "Timeout")
+    assert "timeoutSeconds" in outcome["message"]
