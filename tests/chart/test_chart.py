@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -334,3 +335,27 @@ def test_values_schema_is_generated():
         [sys.executable, str(CHART / "hack" / "values_schema.py"), "--check"], capture_output=True, text=True
     )
     assert gen.returncode == 0, gen.stderr
+
+
+def test_dashboard_panels_are_well_formed():
+    from trainbench.trainer import contract
+
+    known = {v for k, v in vars(contract).items() if k.startswith(("M_", "OM_")) and isinstance(v, str)}
+    for path in sorted((CHART / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
+        cells = set()
+        for p in board["panels"]:
+            g = p["gridPos"]
+            assert g["x"] + g["w"] <= 24, (path.name, p["title"])
+            area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+            assert not area & cells, f"{path.name}: panel {p['title']!r} overlaps another"
+            cells |= area
+            if p["type"] == "row":
+                continue
+            assert p["datasource"]["uid"] == "${datasource}"
+            assert p["targets"], p["title"]
+            for t in p["targets"]:
+                used = set(re.findall(r"trainbench_\w+", t["expr"]))
+                assert used and used <= known, f"{path.name} / {p['title']}: unknown metric(s) {used - known}"
