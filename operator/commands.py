@@ -24,6 +24,7 @@ from trainbench.operator import baseline as B
 from trainbench.operator import history as H
 from trainbench.operator import results as R
 from trainbench.operator.api import API_VERSION, KIND, PLURAL, BenchmarkRunSpec, SpecError, parse_spec
+from trainbench.trainer.contract import RESULT_SCHEMA
 
 TAKES_SUBCOMMAND = True
 EXIT_USAGE = 2
@@ -136,6 +137,14 @@ def load_any_results(source: str, namespace: str | None = None) -> dict:
         if R.CONFIGMAP_KEY not in data:
             raise R.ResultsError(f"{source}: has no {R.CONFIGMAP_KEY} key")
         return R.validate(json.loads(data[R.CONFIGMAP_KEY]))
+    path = Path(source)
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as e:
+            raise R.ResultsError(f"{path}: not JSON ({e})") from None
+        if isinstance(doc, dict) and doc.get("schema") == RESULT_SCHEMA:  # a trainer's --output file
+            return R.from_trainer_results([doc])
     return R.load_results(source)
 
 
@@ -238,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="render the markdown report of a run")
-    rep.add_argument("results", nargs="+", help="folder, results.json, or configmap/NAME")
+    rep.add_argument("results", nargs="+", help="folder, results.json, configmap/NAME, or trainer --output JSON files")
     rep.add_argument("--baseline", help="results folder/file, history.json, configmap/NAME, or prime-rl JSON")
     rep.add_argument("--history", help="the suite's history.json (trend tables and plots)")
     rep.add_argument("--out", help="write report.md, results.json and plots here instead of printing")

@@ -411,3 +411,39 @@ def write_results(doc: dict, path: str | Path) -> Path:
 def schema_json() -> dict:
     """The JSON Schema of the results document (docs/results-schema.md is generated from the same models)."""
     return Results.model_json_schema(by_alias=True)
+
+
+def from_trainer_results(docs: list[dict], run: str | None = None) -> dict:
+    """A results document from the trainer's own result JSON files (`trainbench bench --output FILE`), so a
+    handful of hand-run benches render as one report. Cases come from each result's `config`."""
+    from trainbench.operator.plan import case_id
+    from trainbench.trainer.contract import RESULT_SCHEMA
+
+    cases, outcomes = [], {}
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict) or doc.get("schema") != RESULT_SCHEMA:
+            raise ResultsError(f"document {i}: not a trainer result (schema {RESULT_SCHEMA!r})")
+        cfg = dict(doc.get("config") or {})
+        if not cfg.get("model"):
+            raise ResultsError(
+                f"document {i}: the trainer result has no config (it failed before parsing its arguments)"
+            )
+        pool = cfg.get("pool") or ("cpu" if cfg.get("device") == "cpu" else "local")
+        keys = ("model", "type", "seq_len", "ac", "attn", "ep", "cp")
+        cid = cfg.get("case") or case_id(*(cfg.get(k) for k in keys), pool, {"lora": cfg.get("lora_rank")})
+        case = {k: cfg.get(k) for k in (*keys, "hf_name", "lora_rank", "image")}
+        case.update(id=cid, pool=pool, gpus=doc.get("world_size") or 1)
+        if case["type"] != "rl-lora":
+            case["lora_rank"] = None
+        cases.append(case)
+        err = doc.get("error") if isinstance(doc.get("error"), dict) else {}
+        ok = doc.get("status") == "ok"
+        outcomes[cid] = {
+            "phase": "Succeeded" if ok else "Failed",
+            "reason": None if ok else (err.get("reason") or "Error"),
+            "message": "" if ok else (err.get("message") or ""),
+            "result": doc,
+        }
+    runs = sorted({c.get("run") for c in (d.get("config") or {} for d in docs) if c.get("run")})
+    name = run or (runs[0] if len(runs) == 1 else "bench")
+    return build_results(name, name, None, cases, outcomes, None, None, {"executor": "bench"})

@@ -213,3 +213,17 @@ def test_a_case_past_its_timeout_is_stopped_and_classified(tmp_path):
     assert time.monotonic() - t0 < 30
     assert (outcome["phase"], outcome["reason"]) == ("Failed", "Timeout")
     assert "timeoutSeconds" in outcome["message"]
+
+
+def test_report_from_the_trainers_own_output_files(tmp_path):
+    common = ["--device", "cpu", "--seq-len", "128", "--steps", "2", "--warmup-steps", "1", "--metrics-port", "-1"]
+    ok = trainbench("bench", "--model", "tiny-qwen3", *common, "--output", str(tmp_path / "ok.json"))
+    assert ok.returncode == 0, ok.stderr
+    bad = trainbench("bench", "--model", "tiny-qwen3", "--attn", "fa3", *common, "--output", str(tmp_path / "bad.json"))
+    assert bad.returncode == 2
+    p = trainbench("report", str(tmp_path / "ok.json"), str(tmp_path / "bad.json"))
+    assert p.returncode == 0, p.stderr
+    assert "2 cases, 1 passed, 1 failed" in p.stdout
+    tps = json.loads((tmp_path / "ok.json").read_text())["metrics"]["tps"]["mean"]
+    assert f"| {fmt_tps(tps)} |" in p.stdout
+    assert "**BadConfig**: --attn fa3 needs" in p.stdout
