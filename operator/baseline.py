@@ -14,6 +14,7 @@ FA3 matches a prime-rl FA3 baseline).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,8 +238,9 @@ def read_configmap(name: str, namespace: str | None = None) -> dict[str, str]:
             config.load_incluster_config()
             ns_default = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
         except config.ConfigException:
-            config.load_kube_config()
-            _, active = config.list_kube_config_contexts()
+            kubeconfig = os.environ.get("KUBECONFIG")  # read now: the client's default was fixed at its import
+            config.load_kube_config(config_file=kubeconfig)
+            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
             ns_default = (active or {}).get("context", {}).get("namespace") or "default"
         cm = client.CoreV1Api().read_namespaced_config_map(name, namespace or ns_default)
     except Exception as e:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -115,8 +116,9 @@ def submit(name: str, namespace: str | None, spec: dict, path: str) -> int:
     from trainbench.operator.api import GROUP, VERSION
 
     try:
-        config.load_kube_config()
-        _, active = config.list_kube_config_contexts()
+        kubeconfig = os.environ.get("KUBECONFIG")  # read now: the client's default was fixed at its import
+        config.load_kube_config(config_file=kubeconfig)
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
         ns = namespace or (active or {}).get("context", {}).get("namespace") or "default"
         body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
         client.CustomObjectsApi().create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
