@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from trainbench.operator.results import parse_time
+
 PLOTS_DIR = "plots"
 
 
@@ -61,10 +63,20 @@ def render_trends(results: dict, history: dict | None, out_dir: str | Path, last
     written = {}
     for model, cases in groups.items():
         runs: list[str] = []
+        labels: dict[str, str] = {}
         for _, points in cases:
             for p in points:
                 if p["run"] not in runs:
                     runs.append(p["run"])
+                    t = parse_time(p.get("started_at"))
+                    labels[p["run"]] = t.isoformat() if t else str(p["run"])[-14:]
+        times = {r: parse_time(v) for r, v in labels.items()}
+        fmt_t = (
+            "%m-%d %H:%M"
+            if len({t.strftime("%m-%d %H:%M") for t in times.values() if t}) == len(runs)
+            else "%m-%d %H:%M:%S"
+        )
+        labels = {r: (times[r].strftime(fmt_t) if times[r] else v) for r, v in labels.items()}
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
         for case, points in cases:
             by_run = {p["run"]: p.get("metrics") or {} for p in points}
@@ -82,7 +94,7 @@ def render_trends(results: dict, history: dict | None, out_dir: str | Path, last
         for ax, title in zip(axes, ("TPS", "MFU"), strict=True):
             ax.set_title(f"{model}: {title} over the last {len(runs)} runs", fontsize=9)
             ax.set_xticks(range(len(runs)))
-            ax.set_xticklabels([r[-12:] for r in runs], rotation=30, ha="right", fontsize=7)
+            ax.set_xticklabels([labels[r] for r in runs], rotation=30, ha="right", fontsize=7)
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=6, loc="best")
         rel = f"{PLOTS_DIR}/trend-{slug(model)}.{fmt}"
