@@ -149,3 +149,14 @@ def series(doc: dict | None, key: tuple, last: int = 10) -> list[dict]:
                 )
                 break
     return out[-last:]
+
+
+def from_results(
+    docs: list[dict], limit_bytes: int = HISTORY_LIMIT_BYTES, max_runs: int = DEFAULT_MAX_RUNS
+) -> dict | None:
+    """A history document from several results documents of one suite (e.g. the operator's per-run results
+    ConfigMaps), oldest first by start time; None for no documents."""
+    doc = None
+    for r in sorted(docs, key=lambda d: (d.get("started_at") or "", d.get("run") or "")):
+        doc = append(doc, r, limit_bytes, max_runs)
+    return doc

@@ -277,6 +277,39 @@ def case_label(case: Case) -> str:
     return f"{case.model} {kind} {case.seq_len} {ac_label(case.ac)} {case.attn} @{case.pool}"
 
 
+def _sigterm_as_interrupt():
+    """In the main thread: SIGTERM (a CI job cancelled, `kill`) stops like Ctrl-C. Returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _run_cases(cases: list[Case], run: str, device: str, gpus: int, opts: LocalOptions, outcomes: dict, log) -> bool:
+    """Run the cases one after the other into `outcomes`; True when stopped by the user."""
+    for i, case in enumerate(cases):
+        label = f"[{i + 1}/{len(cases)}] {case_label(case)}"
+        try:
+            outcomes[case.id] = run_case(case, run, device, gpus, opts, label)
+        except KeyboardInterrupt as e:
+            if getattr(e, "outcome", None):
+                outcomes[case.id] = e.outcome  # type: ignore[attr-defined]
+            else:
+                outcomes[case.id] = {"phase": "Failed", "reason": "Interrupted", "message": "stopped by the user"}
+            for rest in cases[i + 1 :]:
+                outcomes[rest.id] = _skip(rest, "Interrupted", "not run: stopped by the user")
+            print("trainbench: interrupted; writing the results of the finished cases", file=log, flush=True)
+            return True
+        o = outcomes[case.id]
+        if o["phase"] != "Succeeded":
+            first = (o.get("message") or "").splitlines()[0] if o.get("message") else ""
+            print(f"  {case.id}: {o['phase']} {o.get('reason') or ''} {first}".rstrip(), file=log, flush=True)
+    return False
+
+
 def run_local(name: str, spec: BenchmarkRunSpec, opts: LocalOptions) -> LocalRun:
     """Run every case of a (parsed) BenchmarkRun spec locally and write results, report and plots."""
     log = opts.log or sys.stderr
@@ -290,25 +323,12 @@ def run_local(name: str, spec: BenchmarkRunSpec, opts: LocalOptions) -> LocalRun
     run = f"{name}-{started.strftime('%Y%m%d-%H%M%S')}"
     print(f"trainbench: run {run}: {len(cases)} case(s) on {device} ({gpus} GPU(s)) -> {out}", file=log, flush=True)
     outcomes: dict[str, dict] = {}
-    interrupted = False
-    for i, case in enumerate(cases):
-        label = f"[{i + 1}/{len(cases)}] {case_label(case)}"
-        try:
-            outcomes[case.id] = run_case(case, run, device, gpus, opts, label)
-        except KeyboardInterrupt as e:
-            interrupted = True
-            if getattr(e, "outcome", None):
-                outcomes[case.id] = e.outcome  # type: ignore[attr-defined]
-            else:
-                outcomes[case.id] = {"phase": "Failed", "reason": "Interrupted", "message": "stopped by the user"}
-            for rest in cases[i + 1 :]:
-                outcomes[rest.id] = _skip(rest, "Interrupted", "not run: stopped by the user")
-            print("trainbench: interrupted; writing the results of the finished cases", file=log, flush=True)
-            break
-        o = outcomes[case.id]
-        if o["phase"] != "Succeeded":
-            first = (o.get("message") or "").splitlines()[0] if o.get("message") else ""
-            print(f"  {case.id}: {o['phase']} {o.get('reason') or ''} {first}".rstrip(), file=log, flush=True)
+    previous = _sigterm_as_interrupt()
+    try:
+        interrupted = _run_cases(cases, run, device, gpus, opts, outcomes, log)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     environment = {
         "executor": "local",
         "commit": git_commit(Path.cwd()),

@@ -87,3 +87,10 @@ def test_series_for_a_case(fx, tmp_path):
     pts = H.series(doc, case_key(case), last=3)
     assert [p["run"] for p in pts] == ["run-0002", "run-0003", "run-0004"]
     assert H.series(None, case_key(case)) == []
+
+
+def test_history_from_a_suites_results_documents(fx):
+    docs = [_results(fx, i) for i in (3, 1, 2)]
+    doc = H.from_results(docs)
+    assert [r["run"] for r in doc["runs"]] == ["run-0001", "run-0002", "run-0003"]
+    assert H.from_results([]) is None

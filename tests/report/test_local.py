@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from trainbench.operator.report import fmt_seconds, fmt_tps
@@ -107,7 +108,8 @@ def test_failure_classification_history_baseline_and_trend_plot(tmp_path):
     assert (out / "plots" / "trend-tiny-qwen3.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_finished_results(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly_and_keeps_finished_results(tmp_path, sig):
     # a quick first case, a long second one (4096 tokens a step), a third that never starts
     m = write_manifest(
         tmp_path / "m.yaml",
@@ -131,7 +133,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_results(tmp_path):
             started = bool(logs) and "TRAINBENCH_METRICS_PORT" in logs[0].read_text()
             time.sleep(0.1)
         assert started, "the second case never started"
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the executor
+        proc.send_signal(sig)  # what Ctrl-C (or a cancelled CI job) does to the executor
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
