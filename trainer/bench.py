@@ -338,7 +338,15 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
 
     dist_mod.init(world, device)
     torch.manual_seed(cfg.seed)
+    t_build = time.perf_counter()
     impl = build_impl(cfg, spec, device)
+    if world.is_main:
+        print(
+            f"built {spec.name} ({impl.name}, attn {impl.attn_backend}, ac {impl.ac}) on {device} "
+            f"in {time.perf_counter() - t_build:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     loss_module = _make_loss_module(impl, cfg)
     step_module = dist_mod.wrap_ddp(loss_module, world, device)
     params = impl.trainable_parameters()
@@ -414,6 +422,13 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
                 power_samples.append(power)
         records.append(rec)
         losses_list.append(loss_value)
+        if world.is_main:  # progress on stderr (stdout's last line is the result)
+            print(
+                f"step {step}/{total_steps}{' (warm-up)' if warm else ''}: {dt:.3f} s, {tps:.4g} tok/s, "
+                f"MFU {mfu:.2f}%, loss {loss_value:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
         if exporter is not None:
             exporter.step.set(step)
             exporter.step_time.set(dt)

@@ -26,6 +26,14 @@ def run_cli(args, **kw):
     )
 
 
+def error_lines(stderr: str) -> list[str]:
+    """The failure reason: exactly one `trainbench bench: <Reason>: ...` line, the last one, no traceback."""
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.strip().splitlines() if ln.startswith("trainbench bench:")]
+    assert stderr.strip().splitlines()[-1] == lines[-1]
+    return lines
+
+
 def result_line(stdout: str) -> dict:
     last = stdout.strip().splitlines()[-1]
     assert last.startswith(c.RESULT_LINE_PREFIX), last
@@ -64,7 +72,7 @@ def test_unknown_model_is_exit_2_with_one_line_and_failed_json(tmp_path):
     out = tmp_path / "r.json"
     p = run_cli(["--model", "no-such-model", "--output", str(out)])
     assert p.returncode == c.EXIT_BAD_CONFIG
-    lines = p.stderr.strip().splitlines()
+    lines = error_lines(p.stderr)
     assert len(lines) == 1 and "BadConfig" in lines[0] and "no-such-model" in lines[0]
     res = json.loads(out.read_text())
     assert res["status"] == "failed" and res["error"]["reason"] == "BadConfig"
@@ -96,7 +104,8 @@ def test_bad_config_exit_2(name, capsys):
         assert code == 0
         return
     assert code == c.EXIT_BAD_CONFIG, err
-    assert needle in err and len(err.strip().splitlines()) == 1
+    lines = error_lines(err)
+    assert len(lines) == 1 and needle in lines[0]
 
 
 def test_oom_inside_the_step_is_exit_3(tmp_path, capsys):
@@ -115,7 +124,8 @@ def test_oom_inside_the_step_is_exit_3(tmp_path, capsys):
         handle.remove()
     assert code == c.EXIT_OOM
     err = capsys.readouterr().err
-    assert "OutOfMemory" in err and len(err.strip().splitlines()) == 1
+    lines = error_lines(err)
+    assert len(lines) == 1 and "OutOfMemory" in lines[0]
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["status"] == "failed" and res["error"]["reason"] == "OutOfMemory"
 
@@ -132,7 +142,7 @@ def test_real_host_oom_is_exit_3():
         preexec_fn=cap,
     )
     assert p.returncode == c.EXIT_OOM, p.stderr[-2000:]
-    assert "OutOfMemory" in p.stderr and "Traceback" not in p.stderr
+    assert "OutOfMemory" in error_lines(p.stderr)[0]
     assert result_line(p.stdout)["error"]["reason"] == "OutOfMemory"
 
 
