@@ -359,3 +359,22 @@ def test_dashboard_panels_are_well_formed():
             for t in p["targets"]:
                 used = set(re.findall(r"trainbench_\w+", t["expr"]))
                 assert used and used <= known, f"{path.name} / {p['title']}: unknown metric(s) {used - known}"
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_operator_args_parse_with_the_operator_cli(render, mode):
+    """The Deployment's arguments are accepted by `trainbench operator` (operator/runner.py) as they are."""
+    from trainbench.operator import runner
+
+    docs = render(_values(mode))
+    args = docs.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "operator"
+    parsed = runner.parse_args(args[1:])
+    assert parsed.log_format == "json" and parsed.metrics_port == 8080 and parsed.liveness_port == 8081
+    if _values(mode).get("operator", {}).get("watch") == "cluster":
+        assert parsed.all_namespaces and not parsed.namespace
+    else:
+        assert not parsed.all_namespaces and NAMESPACE in parsed.namespace
+    for cron in docs.kinds("CronJob"):
+        sub = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert sub[0] == "submit" and sub[1].startswith("/etc/trainbench/suite/")
