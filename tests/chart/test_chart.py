@@ -27,9 +27,19 @@ def ci_values(path: Path) -> dict:
 
 
 KUBE_VERSION = "1.30.0"  # the oldest Kubernetes the chart's kubeVersion (>=1.27) is tested against here
-# Prometheus Operator kinds: kubernetes-validate ships only the core OpenAPI schemas and the operator's CRDs
-# are not available offline; their contents are checked below (and the rules by promtool in test_rules.py).
+# Prometheus Operator kinds: kubernetes-validate ships only the core OpenAPI schemas; these are validated with
+# the pydantic models generated from the prometheus-operator CRDs (PyPI cloudcoil-models-prometheus-operator)
+# and the rules by promtool (test_rules.py).
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def validate_prometheus_operator_object(doc: dict) -> None:
+    """Types, enums and patterns from the CRD; fields the models do not know (typos) fail the round trip."""
+    models = pytest.importorskip("cloudcoil.models.prometheus_operator.v1")
+    model = getattr(models, doc["kind"]).model_validate(doc)
+    assert model.model_dump(mode="json", by_alias=True, exclude_unset=True) == doc, f"unknown fields in {doc['kind']}"
+
+
 MODES = [None, *CI_VALUES]
 MODE_IDS = ["defaults", *[p.name.removesuffix("-values.yaml") for p in CI_VALUES]]
 
@@ -47,6 +57,7 @@ def test_every_object_validates_against_the_kubernetes_schema(render, mode):
     for doc in docs:
         if doc["kind"] in CRD_KINDS:
             assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            validate_prometheus_operator_object(doc)
             continue
         kv.validate(doc, KUBE_VERSION, strict=True)  # raises ValidationError naming the bad field
         checked += 1
@@ -168,6 +179,16 @@ def test_prometheus_operator_switch(render):
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     off = render()
     assert not [d for d in off if d["kind"] in CRD_KINDS]
+    # the CRD validation can fail: a bad interval and an unknown field are refused
+    pydantic = pytest.importorskip("pydantic")
+    bad = copy.deepcopy(sm)
+    bad["spec"]["endpoints"][0]["interval"] = "often"
+    with pytest.raises(pydantic.ValidationError):
+        validate_prometheus_operator_object(bad)
+    bad = copy.deepcopy(pm)
+    bad["spec"]["podMetricsEndpoint"] = bad["spec"].pop("podMetricsEndpoints")
+    with pytest.raises(AssertionError, match="unknown fields"):
+        validate_prometheus_operator_object(bad)
 
 
 def test_webhook_secret(render):
