@@ -399,3 +399,11 @@ def test_operator_args_parse_with_the_operator_cli(render, mode):
     for cron in docs.kinds("CronJob"):
         sub = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
         assert sub[0] == "submit" and sub[1].startswith("/etc/trainbench/suite/")
+
+
+def test_notes_name_the_suites_cronjobs(chart):
+    values = ci_values(CHART / "ci" / "nightly-values.yaml")
+    notes = chart.render(values, name="trainbench", namespace=NAMESPACE)["trainbench/templates/NOTES.txt"]
+    assert "kubectl -n trainbench create job --from=cronjob/trainbench-suite-nightly nightly-manual" in notes
+    assert "disabled" not in notes  # a disabled suite has no CronJob
+    assert "ServiceMonitor, PodMonitor and PrometheusRule created" in notes
