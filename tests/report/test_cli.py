@@ -127,3 +127,13 @@ def test_compare_two_runs(tmp_path, capsys, current, baseline_results):
     statuses = [v["status"] for c in data["cases"] for v in (c["verdicts"] or {}).values()]
     assert "regression" in statuses and "improvement" in statuses
     assert cli(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--fail-on-regression"]) == 1
+
+
+def test_the_report_side_never_imports_torch():
+    import subprocess
+    import sys
+
+    mods = "commands, local, report, results, baseline, history, verdict, collect, plots"
+    code = f"import sys; from trainbench.operator import {mods}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
