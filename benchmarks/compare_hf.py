@@ -374,6 +374,8 @@ def main(argv=None) -> int:
     p.add_argument("--rows", default="bar", help="'bar' or model:type:seq,...")
     p.add_argument("--variants", default="plain,liger,bench")
     p.add_argument("--ref-rows", default="", help="run the reference loops on these rows only (default: all)")
+    p.add_argument("--ref-steps", type=int, default=0, help="measured steps of the reference loops (default --steps)")
+    p.add_argument("--ref-warmup", type=int, default=None, help="their warm-up steps (default --warmup)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--bench-impl", default="fast")
@@ -411,6 +413,8 @@ def main(argv=None) -> int:
 
     results = [{"model": m, "type": t, "seq": s} for m, t, s in rows]
     ref_rows = set(parse_rows(args.ref_rows)) if args.ref_rows else None
+    ref_steps = args.ref_steps or args.steps
+    ref_warmup = args.ref_warmup if args.ref_warmup is not None else args.warmup
     report["rows"] = results
     bench_kw = {"impl": args.bench_impl, "attn": args.bench_attn, "ac": args.bench_ac, "compile": args.compile}
     docs_list = args.bench_docs.split(",")
@@ -442,10 +446,18 @@ def main(argv=None) -> int:
             if ref_rows is not None and (row["model"], row["type"], row["seq"]) not in ref_rows:
                 continue
             spec = resolve_model(row["model"])
-            row[variant] = guarded(reference_run, spec, row["type"], row["seq"], args.steps, args.warmup)
+            row[variant] = guarded(reference_run, spec, row["type"], row["seq"], ref_steps, ref_warmup)
             log(row["model"], row["type"], row["seq"], variant, json.dumps(row[variant]))
             save()
     log(table(results))
+    for item in filter(None, args.profile.split(",")):
+        m, t, s = item.split(":")
+        try:
+            tbl = profile_bench(m, t, int(s), out_dir, impl=args.bench_impl, attn=args.bench_attn, ac=args.bench_ac,
+                                compile=args.compile)  # fmt: skip
+            log(f"profile {item}:\n{tbl}")
+        except Exception:
+            traceback.print_exc()
     if "bench" in variants:
         for docs in docs_list[1:]:
             run_bench_rows(docs)
@@ -458,14 +470,6 @@ def main(argv=None) -> int:
             )
             log("sweep", pair, json.dumps(row[f"bench-{attn}-{ac}"]))
             save()
-    for item in filter(None, args.profile.split(",")):
-        m, t, s = item.split(":")
-        try:
-            tbl = profile_bench(m, t, int(s), out_dir, impl=args.bench_impl, attn=args.bench_attn, ac=args.bench_ac,
-                                compile=args.compile)  # fmt: skip
-            log(f"profile {item}:\n{tbl}")
-        except Exception:
-            traceback.print_exc()
     log(table(results))
     save()
     return 0

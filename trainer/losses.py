@@ -76,6 +76,10 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
 
 def sft_loss(hidden, weight, targets, loss_mask, chunk_size: int = 4096, normalizer: float | None = None):
     """Masked cross-entropy, mean over loss tokens (or divided by `normalizer`)."""
+    if hidden.is_cuda:  # same loss, LM-head gradient formed in the forward (kernels.lm_head)
+        from trainbench.trainer.kernels.lm_head import sft_loss_fused
+
+        return sft_loss_fused(hidden, weight, targets, loss_mask, chunk_size, normalizer)
     mask = loss_mask.reshape(-1).float()
     lp = token_logprobs(hidden, weight, targets, chunk_size)
     denom = normalizer if normalizer is not None else mask.sum().clamp(min=1.0)
@@ -97,6 +101,13 @@ def rl_loss(
     """Token-level policy-gradient loss with importance ratios and token masking (formula in the module doc).
 
     Returns (loss, kept_fraction) where kept_fraction is the share of loss tokens whose ratio stayed in band."""
+    if hidden.is_cuda:  # same loss, LM-head gradient formed in the forward (kernels.lm_head)
+        from trainbench.trainer.kernels.lm_head import rl_loss_fused
+
+        return rl_loss_fused(
+            hidden, weight, targets, loss_mask, inference_logprobs, advantages, chunk_size, ratio_low, ratio_high,
+            normalizer,
+        )  # fmt: skip
     mask = loss_mask.reshape(-1)
     lp = token_logprobs(hidden, weight, targets, chunk_size)
     ratio = torch.exp(lp - inference_logprobs.reshape(-1).float())

@@ -162,3 +162,40 @@ def test_fused_lm_head_matches_plain_chunked():
     full = torch.log_softmax(hidden.detach() @ weight.detach().t(), -1).gather(1, targets[:, None]).squeeze(1)
     assert rel(out, full) < 1e-6 and rel(ref, full) < 1e-6
     assert rel(hidden.grad, rg_h) < 1e-5 and rel(weight.grad, rg_w) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["sft", "rl"])
+@pytest.mark.parametrize("normalizer", [None, 123.0])
+def test_grad_in_forward_losses_match_plain_losses(kind, normalizer):
+    """kernels.lm_head.{sft,rl}_loss_fused (the CUDA path of losses.*) == the CPU losses, value and gradients."""
+    from trainbench.trainer import losses
+    from trainbench.trainer.kernels.lm_head import rl_loss_fused, sft_loss_fused
+
+    gen = torch.Generator().manual_seed(1)
+    n, h, v = 150, 24, 200
+    hidden = torch.randn(n, h, generator=gen, requires_grad=True)
+    weight = (torch.randn(v, h, generator=gen) * 0.3).requires_grad_()
+    targets = torch.randint(0, v, (n,), generator=gen)
+    mask = torch.rand(n, generator=gen) > 0.3
+    lp = torch.log_softmax(hidden.detach() @ weight.detach().t(), -1).gather(1, targets[:, None]).squeeze(1)
+    # inference log-probs near the model's, some far off so that the ratio band drops tokens
+    inf = lp + torch.randn(n, generator=gen) * 0.5
+    inf[::7] -= 5.0
+    adv = torch.randn(n, generator=gen)
+
+    def run(fn):
+        hidden.grad = weight.grad = None
+        if kind == "sft":
+            loss, kept = fn(hidden, weight, targets, mask, 64, normalizer=normalizer), None
+        else:
+            loss, kept = fn(hidden, weight, targets, mask, inf, adv, 64, 0.5, 2.0, normalizer=normalizer)
+        (loss * 3.0).backward()  # a non-unit upstream gradient
+        return loss.detach(), kept, hidden.grad.clone(), weight.grad.clone()
+
+    ref = run(losses.sft_loss if kind == "sft" else losses.rl_loss)
+    fused_fn = sft_loss_fused if kind == "sft" else rl_loss_fused
+    out = run(lambda *a, **k: fused_fn(*a, **k, compiled=False))
+    assert abs(out[0].item() - ref[0].item()) <= 1e-6 * max(1.0, abs(ref[0].item()))
+    if kind == "rl":
+        assert 0.0 < ref[1].item() < 1.0 and abs(out[1].item() - ref[1].item()) < 1e-7
+    assert rel(out[2], ref[2]) < 1e-5 and rel(out[3], ref[3]) < 1e-5

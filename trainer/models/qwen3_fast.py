@@ -54,6 +54,13 @@ def linear(x: torch.Tensor, w: torch.Tensor, lora, scale: float) -> torch.Tensor
     return y
 
 
+def _add_lora(y: torch.Tensor, x: torch.Tensor, lora, scale: float) -> torch.Tensor:
+    if lora is None:
+        return y
+    a, b = lora
+    return y + F.linear(F.linear(x, a), b) * scale
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -283,9 +290,13 @@ def _pre_attn(x, cos, sin, weights, loras, shape):
     heads, kv_heads, d, eps, ls = shape
     n = x.shape[0]
     h = rms_norm(x, ln_w, eps)
-    q = linear(h, wq, loras[0], ls).view(n, heads, d)
-    k = linear(h, wk, loras[1], ls).view(n, kv_heads, d)
-    v = linear(h, wv, loras[2], ls).view(n, kv_heads, d)
+    # one GEMM for q, k and v (hidden 1024 makes three separate ones small); LoRA terms added per projection
+    qkv = F.linear(h, torch.cat([wq, wk, wv]))
+    q, k, v = qkv.split([wq.shape[0], wk.shape[0], wv.shape[0]], dim=-1)
+    q, k, v = (_add_lora(t, h, lo, ls) for t, lo in zip((q, k, v), loras, strict=True))
+    q = q.reshape(n, heads, d)
+    k = k.reshape(n, kv_heads, d)
+    v = v.reshape(n, kv_heads, d)
     if qn_w is not None:
         q = rms_norm(q, qn_w, eps)
         k = rms_norm(k, kn_w, eps)
@@ -302,8 +313,9 @@ def _post_attn(x, o, weights, loras, shape):
     n = x.shape[0]
     x = x + linear(o.reshape(n, heads * d), wo, loras[0], ls)
     h = rms_norm(x, ln_w, eps)
-    g = linear(h, wg, loras[1], ls)
-    u = linear(h, wu, loras[2], ls)
+    gu = F.linear(h, torch.cat([wg, wu]))  # gate and up in one GEMM
+    g, u = gu.split([wg.shape[0], wu.shape[0]], dim=-1)
+    g, u = _add_lora(g, h, loras[1], ls), _add_lora(u, h, loras[2], ls)
     return x + linear(F.silu(g) * u, wd, loras[3], ls)
 
 
