@@ -2,9 +2,12 @@
 
 `resolve(attn, device_type, docs_per_seq)` -> `AttnChoice(label, hf_impl, sdpa_backends)`:
 
-- `auto`: on CUDA with packed documents `flex` (transformers builds a block-sparse BlockMask from the packed
-  position ids, so cross-document blocks are skipped); on CUDA with one document per sequence `sdpa` (plain causal,
-  torch picks cuDNN/flash); on CPU `sdpa`. The result records what ran (`attn_backend`).
+- `auto` (for the transformers implementation): on CUDA with packed documents and T <= 8192 `flex` (transformers
+  builds a block-sparse BlockMask from the packed position ids, so cross-document blocks are skipped); otherwise
+  `sdpa` (with packed documents torch runs its mask-capable kernel, memory-efficient attention; with one document
+  per sequence plain causal, cuDNN/flash). Measured on an H200: transformers' flex path gave 28.8% MFU for
+  Qwen3-0.6B SFT at 8k, but at 16k its first step did not finish within 90 s, while SDPA ran at 15.3%. The result
+  records what ran (`attn_backend`). The fast implementation has its own, faster, choice.
 - `sdpa`: transformers' SDPA path, torch chooses the kernel. `sdpa-cudnn|flash|efficient|math`: the same path
   restricted with `torch.nn.attention.sdpa_kernel` to one backend (cuDNN/efficient need CUDA; flash cannot take
   the block-causal mask of packed documents, so it needs `--docs-per-seq 1`; a backend that refuses the inputs at
@@ -58,9 +61,12 @@ def _importable(module: str) -> bool:
         return False
 
 
-def resolve(attn: str, device_type: str, docs_per_seq: int) -> AttnChoice:
+FLEX_AUTO_MAX_SEQ = 8192  # transformers' flex path did not finish its first step in 90 s at 16k (H200, call 2)
+
+
+def resolve(attn: str, device_type: str, docs_per_seq: int, seq_len: int = 0) -> AttnChoice:
     if attn == "auto":
-        if device_type == "cuda" and docs_per_seq > 1:
+        if device_type == "cuda" and docs_per_seq > 1 and seq_len <= FLEX_AUTO_MAX_SEQ:
             return AttnChoice("flex", "flex_attention")
         return AttnChoice("sdpa", "sdpa")
     if attn in ("sdpa", "eager"):

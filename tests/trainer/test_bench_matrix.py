@@ -120,3 +120,17 @@ def test_compiled_blocks_run_and_match_eager_loss():
 def test_sdpa_math_backend_runs_and_is_recorded():
     res = run_bench(tiny(attn="sdpa-math", ac="recompute"))
     assert res["attn_backend"] == "sdpa-math"
+
+
+def test_auto_ac_estimate_matches_the_gpu_calibration():
+    """H200 measurements (docs/performance.md): 0.6B rl-full 16k fits without AC (55 GiB reserved); 4B rl-lora 16k
+    without AC ran out of 140 GiB, so auto must pick recompute there."""
+    from trainbench.trainer.ac import AUTO_ORDER, MEMORY_FRACTION, estimate_bytes
+
+    small, big = resolve_model("qwen3-0.6b"), resolve_model("qwen3-4b")
+    gib = 2**30
+    assert 45 * gib < estimate_bytes(small, "none", 16384, small.n_total(), 4096) < 65 * gib
+    lora = big.lora_params(16)
+    assert estimate_bytes(big, "none", 16384, lora, 4096) > MEMORY_FRACTION * 140 * gib
+    assert estimate_bytes(big, "recompute", 16384, lora, 4096) < 40 * gib
+    assert AUTO_ORDER[0] == "none"

@@ -95,7 +95,7 @@ class HFImpl(Impl):
 
 
 def build(cfg: BenchConfig, spec: ModelSpec, device: torch.device) -> HFImpl:
-    choice = attention.resolve(cfg.attn, device.type, cfg.docs_per_seq)
+    choice = attention.resolve(cfg.attn, device.type, cfg.docs_per_seq, cfg.seq_len)
     dtype = resolve_dtype(cfg.dtype, device)
     model = build_model(spec, device, dtype, choice.hf_impl)
     if cfg.weights:
