@@ -137,3 +137,8 @@ def test_the_report_side_never_imports_torch():
     code = f"import sys; from trainbench.operator import {mods}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_plans(path, capsys):
+    assert cli(["plan", str(path)]) == 0, capsys.readouterr().err
