@@ -113,7 +113,7 @@ class Api:
     def apply_configmap(self, obj: dict) -> None:
         if not self.create(obj):
             ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-            self.core.replace_namespaced_config_map(name, ns, obj, _preload_content=False)
+            self.core.patch_namespaced_config_map(name, ns, {"data": obj["data"]}, _preload_content=False)
 
     def delete_job(self, ns: str, name: str) -> None:
         try:

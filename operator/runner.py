@@ -47,6 +47,8 @@ def _logging(fmt: str, verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # kopf reports every successful timer run; a run reconciles every few seconds for its whole life
+    logging.getLogger("kopf.objects").addFilter(lambda r: not r.getMessage().endswith("' succeeded."))
     for noisy in ("kubernetes.client.rest", "urllib3", "asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -162,6 +162,19 @@ CORE = {
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
+def merge_diff(old: dict, new: dict) -> dict:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`."""
+    patch = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(old.get(k), dict):
+            sub = merge_diff(old[k], v)
+            if sub:
+                patch[k] = sub
+        elif old.get(k) != v or k not in old:
+            patch[k] = v
+    return patch
+
+
 def _parse_selector(text: str):
     checks = []
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
@@ -343,7 +356,7 @@ class KubeSim(kmock.KubernetesEmulator):
             elif request.action == enums.action.UPDATE and request.name and request.data is not None:
                 self._admit_update(request)
         response = await super()._handle(request)
-        if request.action == enums.action.DELETE:
+        if request.action in (enums.action.DELETE, enums.action.UPDATE):  # deletes, finalizers removed
             await self.collect_garbage()
         return response
 
@@ -359,41 +372,45 @@ class KubeSim(kmock.KubernetesEmulator):
                 raise self._invalid(res, obj["metadata"].get("name", ""), errors)
 
     def _admit_update(self, request) -> None:
-        res, patch = request.resource, request.data
+        """Compute the object the patch (merge or JSON) leads to, apply the API server's rules to it, then
+        rewrite the request's patch so that KMock stores exactly that object."""
+        res, data = request.resource, request.data
         current = self.find(res, request.namespace, request.name)
-        if current is None:
+        if current is None or not isinstance(data, (dict, list)):
             return  # KMock answers 404
         old = copy.deepcopy(current.raw)
-        if isinstance(patch, list):  # JSON patch: turn it into the resulting object, then a merge patch
-            new = kdicts.patch_dict(copy.deepcopy(old), patch)
-            patch = {k: new.get(k) for k in set(old) | set(new)}
-            request.data.clear()
-        if not isinstance(patch, dict):
-            return
+        try:
+            proposed = kdicts.patch_dict(copy.deepcopy(old), data)
+        except Exception as e:  # a failed `test` op (kopf tests resourceVersion): 422, as a real server
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=f"the JSON patch failed: {e}") from None
+        final = dict(proposed)
         if res in self._status_resources:
-            if request.subresource == "status":
-                patch = {"status": patch.get("status")} if "status" in patch else {}
-            else:
-                patch = {k: v for k, v in patch.items() if k != "status"}
-        new = kdicts.patch_dict(copy.deepcopy(old), patch)
-        meta_patch = dict(patch.get("metadata") or {})
-        meta_patch["resourceVersion"] = self.next_rv()
-        for immutable in ("uid", "creationTimestamp", "namespace", "name"):
-            meta_patch.pop(immutable, None)
-        if new.get("spec") != old.get("spec"):
-            meta_patch["generation"] = int(old["metadata"].get("generation") or 1) + 1
+            if request.subresource == "status":  # /status changes status only
+                final = {**old, "status": proposed.get("status")}
+            else:  # the main resource never changes status
+                final = {k: v for k, v in proposed.items() if k != "status"}
+                if "status" in old:
+                    final["status"] = old["status"]
+        if final.get("status") is None:
+            final.pop("status", None)
+        meta = final["metadata"] = dict(final.get("metadata") or {})
+        for immutable in ("uid", "creationTimestamp", "namespace", "name", "generation"):
+            if immutable in old["metadata"]:
+                meta[immutable] = old["metadata"][immutable]
+        meta["resourceVersion"] = self.next_rv()
+        if final.get("spec") != old.get("spec"):
+            meta["generation"] = int(old["metadata"].get("generation") or 1) + 1
             validator = self._validators.get(self._key(res))
             if validator is not None:
-                errors = validator.admit(new)
+                errors = validator.admit(final)
                 if errors:
                     raise self._invalid(res, request.name, errors)
-                patch["spec"] = new["spec"]
-        patch["metadata"] = meta_patch
-        if isinstance(request.data, dict):
-            request.data.clear()
-            request.data.update(patch)
-        else:  # pragma: no cover - a list was cleared above
-            request.data.extend([])
+        if isinstance(data, list):
+            data[:] = [{"op": "add", "path": f"/{k}", "value": v} for k, v in final.items()]
+            data += [{"op": "remove", "path": f"/{k}"} for k in old if k not in final]
+        else:
+            data.clear()
+            data.update(merge_diff(old, final))
 
     async def _serve_version(self, request):
         """APIResourceList as a real server writes it: `v1` (not `/v1`) for the core group, and
@@ -440,6 +457,8 @@ class KubeSim(kmock.KubernetesEmulator):
             and (request.name is None or name == request.name)
         ]
         objs = [o for o in objs if _parse_selector(request.params.get("labelSelector", ""))(o)]
+        if request.name and not objs:
+            raise kmock.KubernetesNotFoundError(reason="NotFound", message=f'"{request.name}" not found')
         crd = self._crds.get(self._key(res))
         cols = (crd["spec"]["versions"][0].get("additionalPrinterColumns") or []) if crd else []
         if not any(c["jsonPath"] == ".metadata.creationTimestamp" for c in cols):

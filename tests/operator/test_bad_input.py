@@ -1,0 +1,139 @@
+"""Bad input: malformed BenchmarkRuns are refused by the CRD schema (CEL included) when applied, or failed by
+the operator with a SpecValid=False condition and a Warning Event naming the field, while the operator keeps
+serving a good run (which also has a case that no node can take: Unschedulable)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import yaml
+from conftest import wait_for
+
+GOOD_SPEC = {
+    "pools": [{"name": "cpu-a", "nodeSelector": {"trainbench.dev/test-pool": "a"}, "image": "trainer:test"}],
+    "matrix": {"models": ["tiny-qwen3"], "seqLens": [128]},
+    "steps": 2,
+}
+
+
+def spec_with(**changes) -> dict:
+    spec = copy.deepcopy(GOOD_SPEC)
+    for path, value in changes.items():
+        node = spec
+        *parents, last = path.split("__")
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return spec
+
+
+DELETE = object()
+POOL = GOOD_SPEC["pools"][0]
+
+# (name, spec, field the refusal must name)
+REFUSED_BY_SCHEMA = [
+    ("no-pools", spec_with(pools=DELETE), "pools"),
+    ("empty-pools", spec_with(pools=[]), "spec.pools"),
+    ("bad-pool-name", spec_with(pools=[{**POOL, "name": "GPU_A"}]), "spec.pools[0].name"),
+    ("zero-gpus", spec_with(pools=[{**POOL, "gpusPerNode": 0}]), "spec.pools[0].gpusPerNode"),
+    ("too-many-gpus", spec_with(pools=[{**POOL, "gpusPerNode": 17}]), "spec.pools[0].gpusPerNode"),
+    ("bad-resource", spec_with(pools=[{**POOL, "resourceName": "nvidia.com/GPU!"}]), "spec.pools[0].resourceName"),
+    ("bad-toleration", spec_with(pools=[{**POOL, "tolerations": [{"operator": "Maybe"}]}]), "tolerations[0].operator"),
+    ("bad-memory", spec_with(pools=[{**POOL, "memory": "lots"}]), "spec.pools[0].memory"),
+    ("no-models", spec_with(matrix__models=[]), "spec.matrix.models"),
+    ("bad-type", spec_with(matrix__types=["pretrain"]), "spec.matrix.types[0]"),
+    ("zero-seq", spec_with(matrix__seqLens=[0]), "spec.matrix.seqLens[0]"),
+    ("bad-ac", spec_with(matrix__ac=["fast"]), "spec.matrix.ac[0]"),
+    ("bad-attn", spec_with(matrix__attn=["fa9"]), "spec.matrix.attn[0]"),
+    ("zero-steps", spec_with(steps=0), "spec.steps"),
+    ("text-steps", spec_with(steps="five"), "spec.steps"),
+    ("short-timeout", spec_with(timeoutSeconds=10), "spec.timeoutSeconds"),
+    ("zero-threshold", spec_with(thresholds={"default": 0}), "spec.thresholds.default"),
+    ("zero-lora-rank", spec_with(lora={"rank": 0}), "spec.lora.rank"),
+    ("bad-baseline", spec_with(baseline={"source": "yesterday"}), "spec.baseline.source"),
+    # cross-field rules: CEL (x-kubernetes-validations)
+    ("dup-pools", spec_with(pools=[POOL, POOL]), "spec.pools"),
+    ("batch-vs-micro", spec_with(batchSize=3, microBatch=2), "spec.batchSize"),
+    ("unknown-matrix-pool", spec_with(matrix__pools=["nope"]), "spec.matrix.pools"),
+    ("baseline-no-cm", spec_with(baseline={"source": "configMap"}), "spec.baseline.configMap"),
+    ("include-no-model", spec_with(matrix__include=[{"type": "rl-full"}]), "spec.matrix.include"),
+    ("include-bad-pool", spec_with(matrix__include=[{"model": "tiny-qwen3", "pool": "x"}]), "spec.matrix.include"),
+]
+
+# valid for the schema, refused by the operator's parser/planner (needs the model registry / arithmetic)
+REFUSED_BY_OPERATOR = [
+    ("unknown-model", spec_with(matrix__models=["gpt-9"]), "spec.matrix.models[0]"),
+    ("all-excluded", spec_with(matrix__exclude=[{"model": "tiny-qwen3"}]), "spec.matrix"),
+    ("ep-on-dense", spec_with(matrix__ep=[2]), "spec.matrix"),
+    ("cp-not-dividing", spec_with(matrix__cp=[3]), "spec.matrix"),
+    ("include-unknown-model", spec_with(matrix__include=[{"model": "gpt-9"}]), "spec.matrix.include[0].model"),
+]
+
+
+def manifest(name: str, spec: dict) -> str:
+    return yaml.safe_dump(
+        {"apiVersion": "trainbench.dev/v1alpha1", "kind": "BenchmarkRun", "metadata": {"name": name}, "spec": spec}
+    )
+
+
+def test_bad_input_refused_and_others_served(cluster, kubectl, operator):
+    assert len(REFUSED_BY_SCHEMA) + len(REFUSED_BY_OPERATOR) >= 20
+    operator.start()
+    good = spec_with(pools=[POOL, {"name": "nowhere", "nodeSelector": {"trainbench.dev/test-pool": "none"}}])
+    half = len(REFUSED_BY_OPERATOR) // 2
+    for name, spec, _ in REFUSED_BY_OPERATOR[:half]:  # bad runs before the good one ...
+        kubectl.apply(manifest(name, spec))
+    kubectl.apply(manifest("good", good))
+    for name, spec, _ in REFUSED_BY_OPERATOR[half:]:  # ... and while it runs
+        kubectl.apply(manifest(name, spec))
+
+    for name, spec, field in REFUSED_BY_SCHEMA:
+        r = kubectl.apply(manifest(name, spec), check=False)
+        assert r.returncode != 0, f"{name}: the API server accepted it"
+        assert "is invalid" in r.stderr and field in r.stderr, f"{name}: {r.stderr}"
+        assert kubectl("get", "br", name, check=False).returncode != 0  # nothing stored
+
+    def refused(name):
+        st = kubectl.get_json("br", name).get("status") or {}
+        conds = {c["type"]: c for c in st.get("conditions") or []}
+        return st.get("phase") == "Failed" and conds.get("SpecValid", {}).get("status") == "False" and conds
+
+    for name, _spec, field in REFUSED_BY_OPERATOR:
+        conds = wait_for(lambda name=name: refused(name), 30, f"{name} to be refused", on_fail=operator.log)
+        assert conds["SpecValid"]["message"].startswith(field), (name, conds["SpecValid"]["message"])
+        assert conds["SpecValid"]["observedGeneration"] == 1
+    assert not kubectl.get_json("jobs", "-l", "trainbench.dev/run!=good")["items"]  # bad runs start nothing
+
+    warnings = [e for e in kubectl.get_json("events")["items"] if e.get("reason") == "InvalidSpec"]
+    named = {e["involvedObject"]["name"] for e in warnings}
+    assert named == {name for name, _, _ in REFUSED_BY_OPERATOR}
+
+    status = wait_for(
+        lambda: (s := kubectl.get_json("br", "good").get("status") or {}).get("resultsConfigMap") and s,
+        120,
+        "the good run to end",
+        on_fail=lambda: json.dumps(kubectl.get_json("br", "good").get("status"), indent=1) + operator.log(),
+    )
+    assert status["phase"] == "PartiallyFailed"
+    by_pool = {c["pool"]: c for c in status["cases"]}
+    assert by_pool["cpu-a"]["phase"] == "Succeeded"
+    assert by_pool["nowhere"]["phase"] == "Failed" and by_pool["nowhere"]["reason"] == "Unschedulable"
+    assert "didn't match" in by_pool["nowhere"]["message"]
+    # the Unschedulable case's Job is stopped so that it does not hold the pool
+    pools_with_jobs = [j["metadata"]["labels"]["trainbench.dev/pool"] for j in kubectl.get_json("jobs")["items"]]
+    assert pools_with_jobs == ["cpu-a"], operator.log()[-5000:]
+
+    # fixing a refused run's spec (a new generation) makes it plan again
+    fixed = spec_with(matrix__models=["tiny-qwen3"], suspend=True)
+    kubectl.apply(manifest("unknown-model", fixed))
+    st = wait_for(
+        lambda: (s := kubectl.get_json("br", "unknown-model").get("status") or {}).get("phase") == "Suspended" and s,
+        30,
+        "the fixed run to plan (suspended: launches nothing)",
+        on_fail=operator.log,
+    )
+    assert st["observedGeneration"] == 2 and st["total"] == 1
