@@ -38,6 +38,7 @@ class Config:
     watch_server_timeout: int = 300  # the API server ends each watch after this long; kopf re-lists
     watch_client_timeout: int = 330
     log_lines: int = 20
+    pod_annotations: dict = field(default_factory=dict)  # added to every trainer pod (e.g. prometheus.io/scrape)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
 
 
@@ -261,6 +262,7 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         suite=suite,
         unschedulable_grace_s=config.unschedulable_grace_s,
         image_pull_grace_s=config.image_pull_grace_s,
+        pod_annotations=config.pod_annotations,
     )
     for obj in out.create:
         if api.create(obj):
@@ -290,6 +292,9 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
                 reconcile.now_iso(now),
             )
         ]
+        from trainbench.operator import webhook
+
+        webhook.notify_run(doc, namespace=ns)  # only when TRAINBENCH_WEBHOOK_URL is set; never raises
         out.events.append(
             (
                 "Normal",

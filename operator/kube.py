@@ -134,6 +134,7 @@ def build_job(
     queue_name: str | None = None,
     suite: str | None = None,
     metrics_port: int = METRICS_PORT,
+    pod_annotations: dict | None = None,
 ) -> dict:
     """The batch/v1 Job of one case (see docs/operator.md "What a case's Job looks like")."""
     run_name = run["metadata"]["name"]
@@ -190,7 +191,10 @@ def build_job(
             ]
         },
         "template": {
-            "metadata": {"labels": pod_labels, "annotations": {A_METRICS_PORT: str(metrics_port)}},
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {**(pod_annotations or {}), A_METRICS_PORT: str(metrics_port)},
+            },
             "spec": pod_spec,
         },
     }

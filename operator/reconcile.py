@@ -109,6 +109,7 @@ def reconcile(
     suite: str | None = None,
     unschedulable_grace_s: float = failures.UNSCHEDULABLE_GRACE_S,
     image_pull_grace_s: float = failures.IMAGE_PULL_GRACE_S,
+    pod_annotations: dict | None = None,
 ) -> Outcome:
     t = now_iso(now)
     generation = int(run["metadata"].get("generation") or 1)
@@ -200,6 +201,7 @@ def reconcile(
                 memory=pool.memory,
                 queue_name=spec.queue_name,
                 suite=suite,
+                pod_annotations=pod_annotations,
             )
             svc = K.build_service(run, case, namespace=namespace, suite=suite)
             out.create += [o for o in (svc, job) if o is not None]

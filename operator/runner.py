@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from importlib import resources
 
 from trainbench.trainer.contract import OPERATOR_METRICS_PORT
+
+ENV_POD_ANNOTATIONS = "TRAINBENCH_TRAINER_POD_ANNOTATIONS"  # JSON object: annotations for every trainer pod
 
 
 def crd_text() -> str:
@@ -90,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         watch_server_timeout=args.watch_timeout,
         watch_client_timeout=args.watch_timeout + 30,
     )
+    annotations = os.environ.get(ENV_POD_ANNOTATIONS, "").strip()
+    if annotations:
+        try:
+            config.pod_annotations = {str(k): str(v) for k, v in json.loads(annotations).items()}
+        except (ValueError, AttributeError):
+            print(f"trainbench operator: {ENV_POD_ANNOTATIONS} must be a JSON object", file=sys.stderr)
+            return 2
     if args.unschedulable_grace is not None:
         config.unschedulable_grace_s = args.unschedulable_grace
     if args.image_pull_grace is not None:

@@ -50,6 +50,7 @@ class Operator:
 
     def __init__(self, kubeconfig: Path, workdir: Path, namespace: str = "default", extra: tuple = ()):
         self.kubeconfig, self.workdir, self.namespace, self.extra = kubeconfig, workdir, namespace, extra
+        self.env: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.metrics_port: int | None = None
         self.starts = 0
@@ -67,7 +68,7 @@ class Operator:
             "--unschedulable-grace", "2",
             *self.extra,
         ]  # fmt: skip
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), **self.env)
         self._log = open(self.log_path, "w")  # noqa: SIM115 (lives as long as the process)
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=self._log, text=True)
         line = self.proc.stdout.readline()  # TRAINBENCH_OPERATOR_METRICS_PORT <port>

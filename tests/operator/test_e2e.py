@@ -7,7 +7,9 @@ the real kubectl.
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import urllib.request
 
 import kubernetes_validate
@@ -70,7 +72,25 @@ def wait_run_end(kubectl, operator, name: str, timeout: float = 240) -> dict:
     )
 
 
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 def test_e2e(cluster, kubectl, operator):
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    operator.env = {
+        "TRAINBENCH_WEBHOOK_URL": f"http://127.0.0.1:{hook.server_port}/hook",
+        "TRAINBENCH_TRAINER_POD_ANNOTATIONS": json.dumps({"prometheus.io/scrape": "true"}),
+    }
     operator.start()
     kubectl.apply(RUN)
 
@@ -174,6 +194,11 @@ def test_e2e(cluster, kubectl, operator):
         line.startswith("trainbench_case_failed{") and 'reason="OOMKilled"' in line for line in text.splitlines()
     )
     assert 'trainbench_runs{phase="PartiallyFailed"} 1.0' in text
+
+    # --- the webhook got one message about the failed case; trainer pods carry the configured annotations
+    hook.shutdown()
+    assert len(Hook.received) == 1 and "OOMKilled" in json.dumps(Hook.received[0])
+    assert all(j["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true" for j in jobs)
 
     # --- deleting the run deletes everything it owns (ownerReferences)
     kubectl("delete", "benchmarkrun", "e2e", "--wait=false")
