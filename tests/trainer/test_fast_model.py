@@ -199,3 +199,33 @@ def test_grad_in_forward_losses_match_plain_losses(kind, normalizer):
     if kind == "rl":
         assert 0.0 < ref[1].item() < 1.0 and abs(out[1].item() - ref[1].item()) < 1e-7
     assert rel(out[2], ref[2]) < 1e-5 and rel(out[3], ref[3]) < 1e-5
+
+
+def test_bench_mode_fast_impl_on_cpu_and_its_choices():
+    """Bench mode runs the fast implementation end to end (CPU: SDPA per document), reports what ran, and
+    refuses what cannot run here."""
+    from trainbench.trainer.bench import run_bench
+    from trainbench.trainer.config import BadConfig, BenchConfig
+    from trainbench.trainer.models.qwen3_fast import build, estimate_bytes
+
+    common = {"model": "tiny-qwen3", "device": "cpu", "metrics_port": -1, "steps": 2, "warmup_steps": 1}
+    res = run_bench(BenchConfig(type="rl-lora", impl="fast", ac="selective", seq_len=128, **common))
+    assert res["status"] == "ok" and res["impl"] == "fast"
+    assert res["attn_backend"] == "sdpa" and res["ac"] == "selective"
+    assert res["n_trainable"] == res["n_adapter"] > 0
+    spec = resolve_model("qwen3-0.6b")
+    est = [estimate_bytes(spec, m, 16384, spec.n_total(), 4096) for m in ("none", "selective", "recompute")]
+    assert est[0] > est[1] > est[2]
+    for attn in ("flex", "varlen", "sdpa-cudnn"):
+        with pytest.raises(BadConfig):
+            build(
+                BenchConfig(type="sft-full", impl="fast", attn=attn, **common),
+                resolve_model("tiny-qwen3"),
+                torch.device("cpu"),
+            )
+    with pytest.raises(BadConfig):
+        build(
+            BenchConfig(impl="fast", **{**common, "model": "tiny-qwen3-moe"}),
+            resolve_model("tiny-qwen3-moe"),
+            torch.device("cpu"),
+        )
