@@ -348,8 +348,18 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
             flush=True,
         )
     loss_module = _make_loss_module(impl, cfg)
-    step_module = dist_mod.wrap_ddp(loss_module, world, device)
-    params = impl.trainable_parameters()
+    n_train = impl.n_trainable()
+    static_bytes = impl.n_params() * 2 + n_train * 6
+    dp = dist_mod.choose_dp(cfg.dp, world, device, list(getattr(impl, "blocks", []) or []), static_bytes)
+    if dp == "fsdp":
+        if not getattr(impl, "blocks", None):
+            raise BadConfig(f"--dp fsdp: the {impl.name} implementation exposes no transformer blocks to shard")
+        step_module = dist_mod.wrap_fsdp(loss_module, impl.blocks, world, device)
+    elif dp == "ddp":
+        step_module = dist_mod.wrap_ddp(loss_module, world, device)
+    else:
+        step_module = loss_module
+    params = [p for p in step_module.parameters() if p.requires_grad]
     opt_kw = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, **opt_kw)
     batches = [b.to(device) for b in make_batches(cfg, spec, cfg.seed + 1000 * world.rank)]
@@ -365,6 +375,7 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
         "ac": impl.ac,
         "seq_len": cfg.seq_len,
         "world_size": world.size,
+        "data_parallel": dp or "none",
         "flops_per_token": fpt,
         "peak_flops": peak,
     }
@@ -394,7 +405,9 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
         step_kept = []
         for i, batch in enumerate(micro):
             last = i == accum - 1
-            no_sync = step_module.no_sync() if (world.distributed and not last) else contextlib.nullcontext()
+            if dp == "fsdp":
+                step_module.set_requires_gradient_sync(last)
+            no_sync = step_module.no_sync() if (dp == "ddp" and not last) else contextlib.nullcontext()
             with no_sync, impl.context():
                 loss, kept = step_module(batch, normalizer)
                 loss.backward()
@@ -456,7 +469,7 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
                 exporter.energy.set(energy)
 
     replica_spread = None
-    if world.distributed:  # data parallel must keep the replicas identical: check it, cheaply
+    if dp == "ddp":  # data parallel must keep the replicas identical: check it, cheaply
         with torch.no_grad():
             checksum = float(sum(p.double().sum() for p in params))
         hi = dist_mod.reduce_scalar(checksum, "max", world, device)
@@ -487,6 +500,7 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
         tokens_per_joule=(measured_tokens / energy) if energy else None,
         kept_fraction=summary(kept_list),
         replica_spread=replica_spread,
+        data_parallel=dp,
         losses=losses_list,
         steps=records,
         environment=env,

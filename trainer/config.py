@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from trainbench.trainer.contract import AC_MODES, ATTN_BACKENDS, BENCH_TYPES, DEFAULT_LORA_TARGETS, METRICS_PORT
 
 IMPLS = ("auto", "hf", "fast")
+DATA_PARALLEL = ("auto", "ddp", "fsdp")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 MIN_DOC_LEN = 16  # every synthetic document has at least this many tokens
@@ -58,6 +59,7 @@ class BenchConfig:
     ratio_low: float = 0.125  # RL: tokens whose importance ratio falls outside [low, high] are masked
     ratio_high: float = 8.0
     linger: float = 0.0  # seconds to keep serving /metrics after the run
+    dp: str = "auto"  # data parallelism over ranks: ddp, fsdp (FSDP2 fully_shard per block), auto
     extra: dict = field(default_factory=dict)
 
     @property
@@ -130,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-chunk", type=int, default=d.loss_chunk)
     p.add_argument("--ratio-low", type=float, default=d.ratio_low)
     p.add_argument("--ratio-high", type=float, default=d.ratio_high)
+    p.add_argument("--dp", default=d.dp, choices=DATA_PARALLEL, help="data parallelism over ranks (world > 1)")
     p.add_argument("--linger", type=float, default=d.linger, help="keep serving /metrics this long after the run")
     return p
 

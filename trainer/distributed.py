@@ -1,9 +1,15 @@
 """Process group from torchrun's environment, and the data-parallel wrapper.
 
 World: `WORLD_SIZE`, `RANK`, `LOCAL_RANK` from torchrun (single process when absent). Backend: nccl on CUDA,
-gloo on CPU. Data parallel: PyTorch DDP over all ranks (replicated weights, gradient all-reduce overlapped with
-backward, `no_sync()` during gradient accumulation). FSDP2 is not used yet: every shipped model up to 8B fits a
-single H100/H200 replica with the bench shapes; sharding is future work.
+gloo on CPU. Data parallel over all ranks, `--dp`:
+
+- `ddp`: PyTorch DDP (replicated weights, gradient all-reduce overlapped with backward, `no_sync()` while
+  accumulating);
+- `fsdp`: FSDP2 (`torch.distributed.fsdp.fully_shard`) on each transformer block and then on the root (embeddings,
+  final norm, LM head): weights, gradients and optimizer state sharded over the ranks, gradient sync only on the
+  last micro-batch (`set_requires_gradient_sync`);
+- `auto`: `fsdp` when weights + gradients + AdamW state of one replica would take more than 40% of the device
+  memory (or the implementation exposes no blocks: then `ddp`), else `ddp`. On the CPU: `ddp`.
 """
 
 from __future__ import annotations
@@ -59,6 +65,32 @@ def reduce_scalar(value: float, op: str, world: World, device: torch.device) -> 
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return float(t.item())
+
+
+FSDP_AUTO_FRACTION = 0.4
+
+
+def choose_dp(want: str, world: World, device: torch.device, blocks, static_bytes: int) -> str | None:
+    """What data parallelism runs: None on one process, else 'ddp' or 'fsdp'."""
+    if not world.distributed:
+        return None
+    if want != "auto":
+        return want
+    if not blocks or device.type != "cuda":
+        return "ddp"
+    total = torch.cuda.get_device_properties(device).total_memory
+    return "fsdp" if static_bytes > FSDP_AUTO_FRACTION * total else "ddp"
+
+
+def wrap_fsdp(module: torch.nn.Module, blocks, world: World, device: torch.device) -> torch.nn.Module:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world.size,))
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+    return module
 
 
 def wrap_ddp(module: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

@@ -16,12 +16,14 @@ class Impl:
     - `lm_head_weight`: `[vocab, hidden]` (tied to the embedding when the config ties them).
     - `attn_backend`, `ac`: what actually ran (recorded in the result).
     - `context()`: entered around each micro-batch's forward and backward (e.g. an SDPA backend restriction).
+    - `blocks`: the transformer blocks (FSDP2 shards each one); empty when the implementation does not expose them.
     """
 
     name: str = "base"
     module: torch.nn.Module
     attn_backend: str = ""
     ac: str = "none"
+    blocks: list = []
 
     def hidden_states(self, batch) -> torch.Tensor:
         raise NotImplementedError

@@ -119,4 +119,6 @@ def build(cfg: BenchConfig, spec: ModelSpec, device: torch.device) -> HFImpl:
     if cfg.compile:
         for block in blocks:
             block.compile()
-    return HFImpl(model, backbone, choice, mode)
+    impl = HFImpl(model, backbone, choice, mode)
+    impl.blocks = blocks
+    return impl
