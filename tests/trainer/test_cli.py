@@ -146,6 +146,25 @@ def test_real_host_oom_is_exit_3():
     assert result_line(p.stdout)["error"]["reason"] == "OutOfMemory"
 
 
+def test_termination_log_of_a_real_run_holds_the_summary_within_4k(tmp_path):
+    term = tmp_path / "termination-log"
+    term.write_text("")  # exists, as the kubelet's file does
+    p = subprocess.run(
+        [sys.executable, "-m", "trainbench.trainer", "--model", "tiny-qwen3", "--steps", "60", "--seq-len", "64"]
+        + ["--warmup-steps", "1", "--device", "cpu", "--metrics-port", "-1", "--docs-per-seq", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, TRAINBENCH_TERMINATION_LOG=str(term)),
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    full = result_line(p.stdout)
+    text = term.read_text()
+    assert len(full["steps"]) == 61 and len(text.encode()) <= 4096 < len(json.dumps(full))
+    short = json.loads(text)
+    assert short["metrics"] == full["metrics"] and short["status"] == "ok" and "steps" not in short
+
+
 def test_termination_log_is_truncated_to_4k_dropping_per_step_lists_first():
     res = {
         "schema": c.RESULT_SCHEMA,
