@@ -339,6 +339,27 @@ def test_reconcile_suspend_progress_and_kept_terminal_cases():
     )
 
 
+def test_no_result_json_falls_back_to_the_last_scrape():
+    spec = api.parse_spec({"pools": [{"name": "h100"}], "matrix": {"models": ["qwen3-0.6b"]}})
+    cases = plan(spec)
+    name = K.job_name(RUN["metadata"]["name"], cases[0].id)
+    obs = reconcile.Observed(jobs={name: {**_job("Complete"), "metadata": {"name": name}}})
+    obs.pods[name] = [_pod("Succeeded", {"exitCode": 0})]  # exited 0, no termination message
+    # never scraped: MetricsUnavailable, not Succeeded
+    out = reconcile.reconcile(copy.deepcopy(RUN), spec, cases, obs, now=NOW, namespace="b")
+    assert out.status["cases"][0]["phase"] == "MetricsUnavailable" and out.status["phase"] == "Failed"
+    # scraped while measuring: the last scrape stands in
+    run = {**RUN, "status": {"cases": [{"id": cases[0].id, "phase": "Running", "step": 4, "tps": 900.0, "mfu": 12.0}]}}
+    out = reconcile.reconcile(run, spec, cases, obs, now=NOW, namespace="b")
+    assert out.status["cases"][0]["phase"] == "Succeeded"
+    outcome = reconcile.outcomes(cases, out.status, obs)[cases[0].id]
+    assert outcome["result"]["metrics"]["tps"]["mean"] == 900.0 and outcome["result"]["source"] == "last-scrape"
+    from trainbench.operator import results
+
+    doc = results.build_results("r", "s", spec, cases, {cases[0].id: outcome}, None, None, {})
+    assert doc["cases"][0]["metrics"]["tps"]["mean"] == 900.0 and doc["cases"][0]["phase"] == "Succeeded"
+
+
 def test_invalid_status_names_the_field():
     st = reconcile.invalid_status({}, 3, "spec.matrix.models[0]", "unknown model 'gpt-9'", NOW)
     cond = {c["type"]: c for c in st["conditions"]}["SpecValid"]
