@@ -136,7 +136,7 @@ def reference_run(spec, typ: str, seq: int, steps: int, warmup: int, seed: int =
                 times.append(time.perf_counter() - t0)
         fpt = spec.flops_per_token(seq, 16 if typ == "rl-lora" else None)
         out = stats(times, seq, fpt, peak_flops())
-        out["loss"] = float(loss)
+        out["loss"] = float(loss.detach())
         return out
     finally:
         del model, opt, params

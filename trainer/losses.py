@@ -74,9 +74,16 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
     return _ChunkedTokenLogprobs.apply(hidden, weight, targets.reshape(-1), int(chunk_size))
 
 
+def _grad_in_forward() -> bool:
+    """CUDA losses form the LM-head gradient in the forward unless TRAINBENCH_LM_HEAD=recompute (A/B knob)."""
+    import os
+
+    return os.environ.get("TRAINBENCH_LM_HEAD", "grad-in-forward") != "recompute"
+
+
 def sft_loss(hidden, weight, targets, loss_mask, chunk_size: int = 4096, normalizer: float | None = None):
     """Masked cross-entropy, mean over loss tokens (or divided by `normalizer`)."""
-    if hidden.is_cuda:  # same loss, LM-head gradient formed in the forward (kernels.lm_head)
+    if hidden.is_cuda and _grad_in_forward():  # same loss, LM-head gradient formed in the forward (kernels.lm_head)
         from trainbench.trainer.kernels.lm_head import sft_loss_fused
 
         return sft_loss_fused(hidden, weight, targets, loss_mask, chunk_size, normalizer)
@@ -101,7 +108,7 @@ def rl_loss(
     """Token-level policy-gradient loss with importance ratios and token masking (formula in the module doc).
 
     Returns (loss, kept_fraction) where kept_fraction is the share of loss tokens whose ratio stayed in band."""
-    if hidden.is_cuda:  # same loss, LM-head gradient formed in the forward (kernels.lm_head)
+    if hidden.is_cuda and _grad_in_forward():  # same loss, LM-head gradient formed in the forward (kernels.lm_head)
         from trainbench.trainer.kernels.lm_head import rl_loss_fused
 
         return rl_loss_fused(

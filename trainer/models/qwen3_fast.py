@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -30,6 +31,8 @@ from torch.utils.checkpoint import checkpoint
 from trainbench.trainer.kernels import doc_attention
 
 SUPPORTED_MODEL_TYPES = ("qwen3", "llama")
+# q/k/v and gate/up as single GEMMs; TRAINBENCH_FAST_FUSE=0 runs them separately (A/B knob, read at import)
+FUSE_GEMMS = os.environ.get("TRAINBENCH_FAST_FUSE", "1") != "0"
 PROJ_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -291,8 +294,11 @@ def _pre_attn(x, cos, sin, weights, loras, shape):
     n = x.shape[0]
     h = rms_norm(x, ln_w, eps)
     # one GEMM for q, k and v (hidden 1024 makes three separate ones small); LoRA terms added per projection
-    qkv = F.linear(h, torch.cat([wq, wk, wv]))
-    q, k, v = qkv.split([wq.shape[0], wk.shape[0], wv.shape[0]], dim=-1)
+    if FUSE_GEMMS:
+        qkv = F.linear(h, torch.cat([wq, wk, wv]))
+        q, k, v = qkv.split([wq.shape[0], wk.shape[0], wv.shape[0]], dim=-1)
+    else:
+        q, k, v = F.linear(h, wq), F.linear(h, wk), F.linear(h, wv)
     q, k, v = (_add_lora(t, h, lo, ls) for t, lo in zip((q, k, v), loras, strict=True))
     q = q.reshape(n, heads, d)
     k = k.reshape(n, kv_heads, d)
@@ -313,8 +319,11 @@ def _post_attn(x, o, weights, loras, shape):
     n = x.shape[0]
     x = x + linear(o.reshape(n, heads * d), wo, loras[0], ls)
     h = rms_norm(x, ln_w, eps)
-    gu = F.linear(h, torch.cat([wg, wu]))  # gate and up in one GEMM
-    g, u = gu.split([wg.shape[0], wu.shape[0]], dim=-1)
+    if FUSE_GEMMS:
+        gu = F.linear(h, torch.cat([wg, wu]))  # gate and up in one GEMM
+        g, u = gu.split([wg.shape[0], wu.shape[0]], dim=-1)
+    else:
+        g, u = F.linear(h, wg), F.linear(h, wu)
     g, u = _add_lora(g, h, loras[1], ls), _add_lora(u, h, loras[2], ls)
     return x + linear(F.silu(g) * u, wd, loras[3], ls)
 
