@@ -193,6 +193,21 @@ def _baseline(api: Api, spec, ns: str, run_name: str, suite: str):
         return None
 
 
+CONFIGMAP_LIMIT = 1_000_000  # a ConfigMap holds at most 1 MiB
+
+
+def results_text(doc: dict) -> str:
+    """results.json for the ConfigMap: compact; a very large matrix drops each case's copy of the trainer JSON
+    (its numbers are in `metrics` already) and then the per-case environment to stay under 1 MiB."""
+    text = json.dumps(doc, separators=(",", ":"))
+    for key in ("trainer", "environment"):
+        if len(text.encode()) <= CONFIGMAP_LIMIT:
+            break
+        doc = {**doc, "cases": [{**c, key: None if key == "trainer" else {}} for c in doc["cases"]]}
+        text = json.dumps(doc, separators=(",", ":"))
+    return text
+
+
 def write_results(api: Api, body: dict, spec, cases, status: dict, observed, ns: str, suite: str, now: datetime):
     """Build results.json and report.md, write both ConfigMaps; returns the results document."""
     from trainbench.operator import report, results, verdict
@@ -214,7 +229,7 @@ def write_results(api: Api, body: dict, spec, cases, status: dict, observed, ns:
     cm_results = K.results_configmap_name(name)
     cm_report = K.report_configmap_name(name)
     api.apply_configmap(
-        K.build_configmap(body, cm_results, {"results.json": json.dumps(doc, indent=1)}, namespace=ns, suite=suite)
+        K.build_configmap(body, cm_results, {"results.json": results_text(doc)}, namespace=ns, suite=suite)
     )
     api.apply_configmap(K.build_configmap(body, cm_report, {"report.md": md}, namespace=ns, suite=suite))
     return doc

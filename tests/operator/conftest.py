@@ -51,6 +51,8 @@ class Operator:
     def __init__(self, kubeconfig: Path, workdir: Path, namespace: str = "default", extra: tuple = ()):
         self.kubeconfig, self.workdir, self.namespace, self.extra = kubeconfig, workdir, namespace, extra
         self.env: dict[str, str] = {}
+        self.all_namespaces = False
+        self.liveness_port = -1
         self.proc: subprocess.Popen | None = None
         self.metrics_port: int | None = None
         self.starts = 0
@@ -60,10 +62,10 @@ class Operator:
         self.log_path = self.workdir / f"operator-{self.starts}.log"
         cmd = [
             sys.executable, "-m", "trainbench.cli", "operator",
-            "--namespace", self.namespace,
+            *(["--all-namespaces"] if self.all_namespaces else ["--namespace", self.namespace]),
             "--interval", "1",
             "--metrics-port", "0",
-            "--liveness-port", "-1",
+            "--liveness-port", str(self.liveness_port),
             "--watch-timeout", "20",
             "--unschedulable-grace", "2",
             *self.extra,

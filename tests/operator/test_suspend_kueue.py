@@ -1,11 +1,23 @@
 """suspend stops launching (and resumes); queueName creates Jobs suspended with the Kueue label, and the case
-runs once "Kueue" (here: kubectl) admits the Job by unsuspending it."""
+runs once "Kueue" (here: kubectl) admits the Job by unsuspending it. The operator watches cluster-wide here
+(--all-namespaces) and the run lives in its own namespace; its liveness endpoint answers."""
 
 from __future__ import annotations
 
 import json
+import urllib.request
 
-from conftest import wait_for
+from conftest import Kubectl, wait_for
+from kubesim import free_port
+
+
+def _get(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except OSError:
+        return None
+
 
 RUN = """
 apiVersion: trainbench.dev/v1alpha1
@@ -21,8 +33,15 @@ spec:
 """
 
 
-def test_suspend_and_kueue(cluster, kubectl, operator):
+def test_suspend_and_kueue(cluster, operator):
+    kubectl = Kubectl(cluster.kubeconfig, namespace="team-a")
+    operator.all_namespaces = True
+    operator.liveness_port = free_port()
     operator.start()
+    health = wait_for(
+        lambda: _get(f"http://127.0.0.1:{operator.liveness_port}/healthz"), 30, "/healthz", on_fail=operator.log
+    )
+    assert health == 200
     kubectl.apply(RUN)
 
     def status():
@@ -48,3 +67,4 @@ def test_suspend_and_kueue(cluster, kubectl, operator):
         lambda: (s := status()).get("resultsConfigMap") and s, 90, "the admitted case to finish", on_fail=operator.log
     )
     assert final["phase"] == "Succeeded" and final["cases"][0]["tps"] > 0
+    assert kubectl.get_json("configmap", "queued-report")["metadata"]["namespace"] == "team-a"

@@ -360,6 +360,22 @@ def test_no_result_json_falls_back_to_the_last_scrape():
     assert doc["cases"][0]["metrics"]["tps"]["mean"] == 900.0 and doc["cases"][0]["phase"] == "Succeeded"
 
 
+def test_results_json_fits_a_configmap():
+    from trainbench.operator import handlers, results
+
+    spec = api.parse_spec(
+        {"pools": [{"name": "h100"}], "matrix": {"models": ["qwen3-0.6b"], "seqLens": list(range(1, 401))}}
+    )
+    cases = plan(spec)
+    big = {"status": "ok", "metrics": {"tps": {"mean": 1.0}}, "config": {"note": "x" * 4000}, "environment": {"a": "b"}}
+    outs = {c.id: {"phase": "Succeeded", "result": big} for c in cases}
+    doc = results.build_results("r", "s", spec, cases, outs, None, None, {})
+    text = handlers.results_text(doc)
+    assert len(text.encode()) <= handlers.CONFIGMAP_LIMIT
+    back = results.load_results(text)
+    assert len(back["cases"]) == 400 and back["cases"][0]["metrics"]["tps"]["mean"] == 1.0
+
+
 def test_invalid_status_names_the_field():
     st = reconcile.invalid_status({}, 3, "spec.matrix.models[0]", "unknown model 'gpt-9'", NOW)
     cond = {c["type"]: c for c in st["conditions"]}["SpecValid"]
