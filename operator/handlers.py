@@ -295,18 +295,31 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         new["reportConfigMap"] = K.report_configmap_name(name)
         new["completedAt"] = reconcile.now_iso(now)
         new["regressions"] = len(regressions)
-        new["conditions"] = [c for c in new["conditions"] if c["type"] != "RegressionDetected"] + [
-            reconcile._condition(
-                status.get("conditions") or [],
-                "RegressionDetected",
-                bool(regressions),
-                "Regressions" if regressions else "NoRegressions",
-                "; ".join(f"{c['id']}: {v.get('metric')} {v.get('change_pct')}%" for c, v in regressions)[:1000]
-                or ("no baseline" if not doc.get("baseline") else "no metric worse than its threshold"),
-                generation,
-                reconcile.now_iso(now),
-            )
-        ]
+        ready = reconcile._condition(
+            status.get("conditions") or [],
+            "Ready",
+            True,
+            "ResultsWritten",
+            f"results in configmap/{new['resultsConfigMap']}, report in configmap/{new['reportConfigMap']}",
+            generation,
+            reconcile.now_iso(now),
+        )
+        new["conditions"] = (
+            [ready]
+            + [c for c in new["conditions"] if c["type"] not in ("Ready", "RegressionDetected")]
+            + [
+                reconcile._condition(
+                    status.get("conditions") or [],
+                    "RegressionDetected",
+                    bool(regressions),
+                    "Regressions" if regressions else "NoRegressions",
+                    "; ".join(f"{c['id']}: {v.get('metric')} {v.get('change_pct')}%" for c, v in regressions)[:1000]
+                    or ("no baseline" if not doc.get("baseline") else "no metric worse than its threshold"),
+                    generation,
+                    reconcile.now_iso(now),
+                )
+            ]
+        )
         from trainbench.operator import webhook
 
         webhook.notify_run(doc, namespace=ns)  # only when TRAINBENCH_WEBHOOK_URL is set; never raises

@@ -229,7 +229,17 @@ def reconcile(
         phase = "Pending"
     prev_conditions = prev_status.get("conditions") or []
     metrics_unavailable = [e["id"] for e in entries if e["phase"] == "MetricsUnavailable"]
+    ready = out.all_ended and bool(prev_status.get("resultsConfigMap"))
     conditions = [
+        _condition(
+            prev_conditions,
+            "Ready",
+            ready,
+            "ResultsWritten" if ready else phase,
+            "results and report are written" if ready else "the results are written when every case has ended",
+            generation,
+            t,
+        ),
         _condition(prev_conditions, "SpecValid", True, "Planned", f"{total} cases planned", generation, t),
         _condition(
             prev_conditions,

@@ -68,6 +68,7 @@ class Operator:
             "--liveness-port", str(self.liveness_port),
             "--watch-timeout", "20",
             "--unschedulable-grace", "2",
+            "--image-pull-grace", "2",
             *self.extra,
         ]  # fmt: skip
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), **self.env)

@@ -22,7 +22,8 @@ watch events; this subclass adds, in `KubeSim`:
   podIP 127.0.0.1 and its own free metrics port (rewritten in the pod's container port and
   `--metrics-port`); exit -> terminated state with exit code and termination message (the trainer's
   output file, or the log tail with FallbackToLogsOnError); a memory limit is enforced by watching the
-  process's RSS (over it: SIGKILL, reason OOMKilled, exit 137).
+  process's RSS (over it: SIGKILL, reason OOMKilled, exit 137); images under `missing.example/` cannot be
+  pulled (ImagePullBackOff).
 """
 
 from __future__ import annotations
@@ -558,6 +559,7 @@ class KubeSim(kmock.KubernetesEmulator):
 # --- controllers: Job -> Pod, scheduler, kubelet -------------------------------------------------------------
 
 JOBS = kmock.resource("batch", "v1", "jobs")
+MISSING_IMAGE_PREFIX = "missing.example/"  # images the fake kubelet cannot pull
 PODS = kmock.resource("", "v1", "pods")
 NODES = kmock.resource("", "v1", "nodes")
 
@@ -774,6 +776,15 @@ class Controllers:
             )
             return
         if uid not in self.procs:
+            image = pod["spec"]["containers"][0].get("image", "")
+            if image.startswith(MISSING_IMAGE_PREFIX):  # a registry that does not have it
+                waiting = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+                if status.get("containerStatuses") is None:
+                    c = pod["spec"]["containers"][0]
+                    cs = {"name": c["name"], "image": image, "imageID": "", "ready": False, "restartCount": 0}
+                    cs["state"] = {"waiting": waiting}
+                    await self.sim.patch(PODS, ns, name, {"status": {"containerStatuses": [cs]}})
+                return
             await self._start(pod)
             return
         info = self.procs[uid]

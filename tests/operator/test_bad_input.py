@@ -1,6 +1,7 @@
 """Bad input: malformed BenchmarkRuns are refused by the CRD schema (CEL included) when applied, or failed by
 the operator with a SpecValid=False condition and a Warning Event naming the field, while the operator keeps
-serving a good run (which also has a case that no node can take: Unschedulable)."""
+serving a good run (which also has a case that no node can take, Unschedulable, and one whose image cannot be
+pulled, ImagePullBackOff)."""
 
 from __future__ import annotations
 
@@ -83,7 +84,9 @@ def manifest(name: str, spec: dict) -> str:
 def test_bad_input_refused_and_others_served(cluster, kubectl, operator):
     assert len(REFUSED_BY_SCHEMA) + len(REFUSED_BY_OPERATOR) >= 20
     operator.start()
-    good = spec_with(pools=[POOL, {"name": "nowhere", "nodeSelector": {"trainbench.dev/test-pool": "none"}}])
+    nowhere = {"name": "nowhere", "nodeSelector": {"trainbench.dev/test-pool": "none"}}
+    nopull = {**POOL, "name": "nopull", "image": "missing.example/trainer:0"}
+    good = spec_with(pools=[POOL, nowhere, nopull])
     half = len(REFUSED_BY_OPERATOR) // 2
     for name, spec, _ in REFUSED_BY_OPERATOR[:half]:  # bad runs before the good one ...
         kubectl.apply(manifest(name, spec))
@@ -123,7 +126,9 @@ def test_bad_input_refused_and_others_served(cluster, kubectl, operator):
     assert by_pool["cpu-a"]["phase"] == "Succeeded"
     assert by_pool["nowhere"]["phase"] == "Failed" and by_pool["nowhere"]["reason"] == "Unschedulable"
     assert "didn't match" in by_pool["nowhere"]["message"]
-    # the Unschedulable case's Job is stopped so that it does not hold the pool
+    assert by_pool["nopull"]["phase"] == "Failed" and by_pool["nopull"]["reason"] == "ImagePullBackOff"
+    assert "missing.example/trainer:0" in by_pool["nopull"]["message"]
+    # the Unschedulable and ImagePullBackOff cases' Jobs are stopped so that they do not hold their pools
     pools_with_jobs = [j["metadata"]["labels"]["trainbench.dev/pool"] for j in kubectl.get_json("jobs")["items"]]
     assert pools_with_jobs == ["cpu-a"], operator.log()[-5000:]
 

@@ -178,6 +178,8 @@ def check_e2e(kubectl, operator, pool_a: dict, pool_b: dict, sim=None):
     assert {state for _step, _total, state in seen_progress.values()} <= set(STATES), seen_progress
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["Completed"]["status"] == "True" and conds["Completed"]["observedGeneration"] == 1
+    assert conds["Ready"]["status"] == "True" and conds["RegressionDetected"]["status"] == "False"
+    assert conds["SpecValid"]["lastTransitionTime"] <= conds["Completed"]["lastTransitionTime"]
 
     # --- results and report ConfigMaps with measured values
     cm = kubectl.get_json("configmap", "e2e-results")
