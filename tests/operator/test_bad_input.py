@@ -87,6 +87,8 @@ def test_bad_input_refused_and_others_served(cluster, kubectl, operator):
     nowhere = {"name": "nowhere", "nodeSelector": {"trainbench.dev/test-pool": "none"}}
     nopull = {**POOL, "name": "nopull", "image": "missing.example/trainer:0"}
     good = spec_with(pools=[POOL, nowhere, nopull])
+    # a case that runs past timeoutSeconds (30 s, the minimum) while the rest of the test goes on: Timeout
+    kubectl.apply(manifest("slow", spec_with(steps=10000, timeoutSeconds=30)))
     half = len(REFUSED_BY_OPERATOR) // 2
     for name, spec, _ in REFUSED_BY_OPERATOR[:half]:  # bad runs before the good one ...
         kubectl.apply(manifest(name, spec))
@@ -109,7 +111,8 @@ def test_bad_input_refused_and_others_served(cluster, kubectl, operator):
         conds = wait_for(lambda name=name: refused(name), 30, f"{name} to be refused", on_fail=operator.log)
         assert conds["SpecValid"]["message"].startswith(field), (name, conds["SpecValid"]["message"])
         assert conds["SpecValid"]["observedGeneration"] == 1
-    assert not kubectl.get_json("jobs", "-l", "trainbench.dev/run!=good")["items"]  # bad runs start nothing
+    bad_jobs = kubectl.get_json("jobs", "-l", "trainbench.dev/run!=good,trainbench.dev/run!=slow")["items"]
+    assert not bad_jobs  # bad runs start nothing
 
     warnings = [e for e in kubectl.get_json("events")["items"] if e.get("reason") == "InvalidSpec"]
     named = {e["involvedObject"]["name"] for e in warnings}
@@ -129,7 +132,8 @@ def test_bad_input_refused_and_others_served(cluster, kubectl, operator):
     assert by_pool["nopull"]["phase"] == "Failed" and by_pool["nopull"]["reason"] == "ImagePullBackOff"
     assert "missing.example/trainer:0" in by_pool["nopull"]["message"]
     # the Unschedulable and ImagePullBackOff cases' Jobs are stopped so that they do not hold their pools
-    pools_with_jobs = [j["metadata"]["labels"]["trainbench.dev/pool"] for j in kubectl.get_json("jobs")["items"]]
+    good_jobs = kubectl.get_json("jobs", "-l", "trainbench.dev/run=good")["items"]
+    pools_with_jobs = [j["metadata"]["labels"]["trainbench.dev/pool"] for j in good_jobs]
     assert pools_with_jobs == ["cpu-a"], operator.log()[-5000:]
 
     # fixing a refused run's spec (a new generation) makes it plan again
@@ -142,3 +146,12 @@ def test_bad_input_refused_and_others_served(cluster, kubectl, operator):
         on_fail=operator.log,
     )
     assert st["observedGeneration"] == 2 and st["total"] == 1
+
+    slow = wait_for(
+        lambda: (s := kubectl.get_json("br", "slow").get("status") or {}).get("resultsConfigMap") and s,
+        60,
+        "the slow run to time out",
+        on_fail=operator.log,
+    )
+    assert slow["phase"] == "Failed" and slow["cases"][0]["reason"] == "Timeout"
+    assert "deadline" in slow["cases"][0]["message"]
