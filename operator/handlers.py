@@ -164,8 +164,9 @@ def observe(api: Api, ns: str, run_name: str, config: Config) -> reconcile.Obser
     return observed
 
 
-def _baseline(api: Api, spec, ns: str, run_name: str, suite: str):
-    """The baseline of a run: a pinned ConfigMap, or the latest other results ConfigMap of the suite."""
+def _baseline(api: Api, spec, ns: str, run_name: str, suite: str, started_at: str | None = None):
+    """The baseline of a run: a pinned ConfigMap, or the results of the suite's previous run (the newest run
+    that had finished before this one started)."""
     from trainbench.operator import baseline as B
 
     if spec.baseline.source == "none":
@@ -178,6 +179,7 @@ def _baseline(api: Api, spec, ns: str, run_name: str, suite: str):
             text = (cm.get("data") or {}).get("results.json")
             return B.from_document(json.loads(text), f"configmap/{spec.baseline.config_map}") if text else None
         sel = f"{K.L_SUITE}={K.label_value(suite)},{K.L_COMPONENT}=results"
+        started = failures.parse_time(started_at)
         best = None
         for cm in api.list_configmaps(ns, sel):
             text = (cm.get("data") or {}).get("results.json")
@@ -185,7 +187,10 @@ def _baseline(api: Api, spec, ns: str, run_name: str, suite: str):
             if not text or labels.get(K.L_RUN) == K.label_value(run_name):
                 continue
             doc = json.loads(text)
-            if best is None or (doc.get("finished_at") or "") > (best.get("finished_at") or ""):
+            finished = failures.parse_time(doc.get("finished_at"))
+            if finished is None or (started is not None and finished > started):
+                continue  # not finished, or ran alongside this run: not its predecessor
+            if best is None or finished > failures.parse_time(best.get("finished_at")):
                 best = doc
         return B.from_results(best) if best else None
     except Exception as e:  # a broken baseline must not block the results
@@ -223,7 +228,7 @@ def write_results(api: Api, body: dict, spec, cases, status: dict, observed, ns:
         finished_at=reconcile.now_iso(now),
         environment={"executor": "kubernetes", "namespace": ns},
     )
-    base = _baseline(api, spec, ns, name, suite)
+    base = _baseline(api, spec, ns, name, suite, status.get("startedAt"))
     verdict.apply(doc, base, spec.thresholds)
     md = report.render_report(doc, base, thresholds=spec.thresholds)
     cm_results = K.results_configmap_name(name)
