@@ -159,7 +159,9 @@ def for_termination_log(result: dict, limit: int = TERMINATION_LOG_LIMIT) -> str
     text = compact(result)
     if len(text.encode()) <= limit:
         return text
-    r = {k: v for k, v in result.items() if k not in ("steps", "losses")}
+    from trainbench.trainer.verify import slim_for_log  # generate/verify blocks without their detail
+
+    r = slim_for_log({k: v for k, v in result.items() if k not in ("steps", "losses")})
     r["truncated"] = True
     text = compact(r)
     if len(text.encode()) <= limit:
@@ -282,7 +284,7 @@ def _run(cfg: BenchConfig):
         port = exporter.serve(cfg.metrics_port)
         print(METRICS_PORT_PREFIX + str(port), flush=True)
     try:
-        result = _train(cfg, spec, device, world, peak, peak_source, fpt, exporter)
+        result = _dispatch(cfg, spec, device, world, peak, peak_source, fpt, exporter)
     except BaseException:
         if exporter is not None:
             exporter.set_state("failed")
@@ -293,6 +295,44 @@ def _run(cfg: BenchConfig):
         exporter.set_state("done")
     dist_mod.shutdown()
     return result, exporter
+
+
+def _dispatch(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
+    """The case by --type: training (below), generate.py, verify.py; --micro-batch auto first (autobatch.py)."""
+    if cfg.type == "generate":
+        from trainbench.trainer.generate import run_generate
+
+        return run_generate(cfg, spec, device, world, peak, peak_source, exporter)
+    if cfg.type == "verify":
+        from trainbench.trainer.verify import run_verify
+
+        return run_verify(cfg, spec, device, world, peak, peak_source, exporter)
+    found = None
+    if cfg.micro_batch_auto:
+        from trainbench.trainer.autobatch import resolve_auto
+
+        cfg, found = resolve_auto(cfg, spec, device, world, exporter)
+    result = _train(cfg, spec, device, world, peak, peak_source, fpt, exporter)
+    if found is not None:
+        result["autobatch"] = found
+    return result
+
+
+def type_table(result: dict) -> str:
+    kind = (result.get("config") or {}).get("type")
+    if kind == "generate":
+        from trainbench.trainer.generate import table as gen_table
+
+        return gen_table(result)
+    if kind == "verify":
+        from trainbench.trainer.verify import table as ver_table
+
+        return ver_table(result)
+    text = table(result)
+    if result.get("autobatch"):
+        a = result["autobatch"]
+        text += f"\nmicro-batch auto: {a['micro_batch']} (found in {a['discovery_s']:.1f} s, cached: {a['cached']})"
+    return text
 
 
 def _make_loss_module(impl, cfg: BenchConfig):
@@ -550,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         if result.get("status") == "dry-run":
             print(json.dumps({k: v for k, v in result.items() if k != "schema"}, indent=1, default=str))
         else:
-            print(table(result), flush=True)
+            print(type_table(result), flush=True)
     write_outputs(result, cfg, is_main)
     if exporter is not None:
         if cfg.linger > 0:

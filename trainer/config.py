@@ -10,7 +10,18 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, field
 
-from trainbench.trainer.contract import AC_MODES, ATTN_BACKENDS, BENCH_TYPES, DEFAULT_LORA_TARGETS, METRICS_PORT
+from trainbench.trainer.contract import (
+    AC_MODES,
+    ATTN_BACKENDS,
+    BENCH_TYPES,
+    DEFAULT_LORA_TARGETS,
+    GENERATE_BATCH_SIZES,
+    GENERATE_NEW_TOKENS,
+    METRICS_PORT,
+    MICRO_BATCH_AUTO,
+    TRAIN_TYPES,
+    VERIFY_SAMPLES,
+)
 
 IMPLS = ("auto", "hf", "fast")
 DATA_PARALLEL = ("auto", "ddp", "fsdp")
@@ -34,7 +45,7 @@ class BenchConfig:
     cp: int = 1
     steps: int = 5
     warmup_steps: int = 1
-    micro_batch: int = 1  # sequences per forward/backward on each rank
+    micro_batch: int = 1  # sequences per forward/backward on each rank; 0: auto (autobatch.py finds it)
     batch_size: int = 1  # sequences per optimizer step on each rank (grad accumulation = batch_size / micro_batch)
     compile: bool = False
     case: str = ""
@@ -60,11 +71,31 @@ class BenchConfig:
     ratio_high: float = 8.0
     linger: float = 0.0  # seconds to keep serving /metrics after the run
     dp: str = "auto"  # data parallelism over ranks: ddp, fsdp (FSDP2 fully_shard per block), auto
+    # --micro-batch auto (autobatch.py)
+    memory_limit_gib: float | None = None  # treat this as the device's capacity (CPU: the only cap there is)
+    cache_dir: str | None = None  # default ~/.cache/trainbench
+    # types generate and verify (generate.py, verify.py)
+    gen_batch_sizes: tuple[int, ...] = GENERATE_BATCH_SIZES
+    new_tokens: int = GENERATE_NEW_TOKENS
+    temperature: float = 1.0
+    peak_bandwidth_gbps: float | None = None
+    no_cache_batch: int = 1  # generate: the batch size also run without a KV cache (0: skip)
+    samples: int = VERIFY_SAMPLES
+    raft_cycles: int = 0
+    prompts: str | None = None  # verify: a JSONL prompt set (default: the built-in 16 C++ prompts)
+    out_dir: str | None = None  # verify: samples JSONL and hardware CSV
+    compile_timeout: float = 30.0
+    run_timeout: float = 5.0
+    run_memory_mib: int = 256
     extra: dict = field(default_factory=dict)
 
     @property
+    def micro_batch_auto(self) -> bool:
+        return self.micro_batch == 0
+
+    @property
     def grad_accum(self) -> int:
-        return self.batch_size // self.micro_batch
+        return self.batch_size // self.micro_batch if self.micro_batch else 1
 
     @property
     def is_lora(self) -> bool:
@@ -88,6 +119,7 @@ class BenchConfig:
         d["lora_rank"] = self.effective_lora_rank
         d["lora_alpha"] = self.effective_lora_alpha
         d.pop("extra")
+        d["gen_batch_sizes"] = list(self.gen_batch_sizes)
         return d
 
 
@@ -108,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cp", type=int, default=d.cp)
     p.add_argument("--steps", type=int, default=d.steps, help="measured optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="steps run before measuring")
-    p.add_argument("--micro-batch", type=int, default=d.micro_batch)
+    p.add_argument("--micro-batch", type=_micro_batch, default=d.micro_batch, help="an integer, or auto")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per optimizer step per rank")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
     p.add_argument("--case", default=d.case)
@@ -134,13 +166,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio-high", type=float, default=d.ratio_high)
     p.add_argument("--dp", default=d.dp, choices=DATA_PARALLEL, help="data parallelism over ranks (world > 1)")
     p.add_argument("--linger", type=float, default=d.linger, help="keep serving /metrics this long after the run")
+    g = p.add_argument_group("--micro-batch auto")
+    g.add_argument("--memory-limit-gib", type=float, default=None, help="device capacity the search may use")
+    g.add_argument("--cache-dir", default=None, help="where found sizes are cached (default ~/.cache/trainbench)")
+    g = p.add_argument_group("types generate and verify")
+    g.add_argument("--gen-batch-sizes", default=",".join(map(str, d.gen_batch_sizes)), help="generate: batch sizes")
+    g.add_argument("--new-tokens", type=int, default=d.new_tokens, help="tokens generated per sequence")
+    g.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature (0: greedy)")
+    g.add_argument("--peak-bandwidth-gbps", type=float, default=None, help="peak memory GB/s (overrides table)")
+    g.add_argument("--no-cache-batch", type=int, default=d.no_cache_batch, help="generate: also run w/o KV cache")
+    g.add_argument("--samples", type=int, default=d.samples, help="verify: samples per prompt")
+    g.add_argument("--raft-cycles", type=int, default=d.raft_cycles, help="verify: RAFT cycles after the baseline")
+    g.add_argument("--prompts", default=None, help="verify: JSONL prompt set (default: the built-in C++ set)")
+    g.add_argument("--out-dir", default=None, help="verify: samples JSONL and hardware-samples CSV go here")
+    g.add_argument("--compile-timeout", type=float, default=d.compile_timeout)
+    g.add_argument("--run-timeout", type=float, default=d.run_timeout)
+    g.add_argument("--run-memory-mib", type=int, default=d.run_memory_mib)
     return p
+
+
+def _micro_batch(value: str) -> int:
+    if value == MICRO_BATCH_AUTO:
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or {MICRO_BATCH_AUTO!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return n
 
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
     ns = build_parser().parse_args(argv)
     kw = vars(ns)
     kw["lora_targets"] = tuple(t.strip() for t in kw["lora_targets"].split(",") if t.strip())
+    try:
+        kw["gen_batch_sizes"] = tuple(int(t) for t in kw["gen_batch_sizes"].split(",") if t.strip())
+    except ValueError:
+        raise BadConfig(f"--gen-batch-sizes {kw['gen_batch_sizes']!r}: comma-separated integers") from None
     cfg = BenchConfig(**kw)
     check_static(cfg)
     return cfg
@@ -152,9 +216,9 @@ def check_static(cfg: BenchConfig) -> None:
         raise BadConfig(f"--steps must be >= 1 (got {cfg.steps})")
     if cfg.warmup_steps < 0:
         raise BadConfig(f"--warmup-steps must be >= 0 (got {cfg.warmup_steps})")
-    if cfg.micro_batch < 1 or cfg.batch_size < 1:
+    if cfg.micro_batch < 0 or cfg.batch_size < 1:
         raise BadConfig("--micro-batch and --batch-size must be >= 1")
-    if cfg.batch_size % cfg.micro_batch:
+    if cfg.micro_batch and cfg.batch_size % cfg.micro_batch:
         raise BadConfig(f"--batch-size ({cfg.batch_size}) must be a multiple of --micro-batch ({cfg.micro_batch})")
     if cfg.docs_per_seq < 1:
         raise BadConfig("--docs-per-seq must be >= 1")
@@ -174,3 +238,11 @@ def check_static(cfg: BenchConfig) -> None:
         raise BadConfig("--lora-rank must be >= 1")
     if cfg.peak_tflops is not None and cfg.peak_tflops <= 0:
         raise BadConfig("--peak-tflops must be > 0")
+    if not cfg.gen_batch_sizes or min(cfg.gen_batch_sizes) < 1:
+        raise BadConfig("--gen-batch-sizes needs batch sizes >= 1")
+    if cfg.new_tokens < 1 or cfg.samples < 1 or cfg.raft_cycles < 0 or cfg.temperature < 0:
+        raise BadConfig("need --new-tokens >= 1, --samples >= 1, --raft-cycles >= 0, --temperature >= 0")
+    if cfg.memory_limit_gib is not None and cfg.memory_limit_gib <= 0:
+        raise BadConfig("--memory-limit-gib must be > 0")
+    if cfg.micro_batch_auto and cfg.type not in TRAIN_TYPES:
+        raise BadConfig(f"--micro-batch auto applies to the training types, not {cfg.type}")

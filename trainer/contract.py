@@ -9,8 +9,13 @@ from __future__ import annotations
 RESULT_SCHEMA = "trainbench.dev/result/v1"
 
 # --- benchmark options -------------------------------------------------------------------------
-BENCH_TYPES = ("sft-full", "rl-full", "rl-lora")
+BENCH_TYPES = ("sft-full", "rl-full", "rl-lora", "generate", "verify")
+TRAIN_TYPES = ("sft-full", "rl-full", "rl-lora")  # the types that train (bench.py); the others: generate.py, verify.py
 LORA_TYPES = ("rl-lora",)
+GENERATE_BATCH_SIZES = (1, 8, 32, 128)  # type generate: default decode batch sizes
+GENERATE_NEW_TOKENS = 128  # type generate: default tokens generated per sequence
+VERIFY_SAMPLES = 8  # type verify: default samples per prompt (k of pass@k up to this)
+MICRO_BATCH_AUTO = "auto"  # --micro-batch auto: the largest micro-batch that fits (autobatch.py)
 AC_MODES = ("none", "recompute", "selective", "offload", "auto")
 ATTN_BACKENDS = (
     "auto",
@@ -59,6 +64,19 @@ M_INFO = "trainbench_info"  # info: config of the case (attn that ran, ac, seq_l
 
 STATES = ("starting", "warmup", "measuring", "done", "failed")
 
+# type generate (labels LABELS + batch_size): one series per decode batch size
+M_GEN_PREFILL_TPS = "trainbench_generate_prefill_tokens_per_second"
+M_GEN_DECODE_TPS = "trainbench_generate_decode_tokens_per_second"
+M_GEN_TTFT = "trainbench_generate_time_to_first_token_seconds"
+M_GEN_PREFILL_MFU = "trainbench_generate_prefill_mfu_percent"
+M_GEN_DECODE_BW = "trainbench_generate_decode_bandwidth_percent"  # weights + KV bytes read per step / peak HBM
+M_GEN_CACHE_SPEEDUP = "trainbench_generate_cache_speedup_ratio"  # labels LABELS: KV cache vs none
+# type verify (labels LABELS + cycle): RAFT cycle 0 is the first evaluation
+M_VER_COMPILE_RATE = "trainbench_verify_compile_rate"  # 0..1
+M_VER_PASS_RATE = "trainbench_verify_pass_rate"  # 0..1
+M_VER_PASS_AT_K = "trainbench_verify_pass_at_k"  # labels LABELS + cycle + k: unbiased estimator, 0..1
+M_MICRO_BATCH = "trainbench_micro_batch"  # gauge: the micro-batch that ran (auto: the size found)
+
 # --- result JSON keys ---------------------------------------------------------------------------------
 # {"schema": RESULT_SCHEMA, "config": {...}, "world_size": int, "flops_per_token": float,
 #  "peak_flops": float (per GPU), "metrics": {"tps"|"mfu"|"step_time": SUMMARY},
@@ -83,6 +101,10 @@ OM_REGRESSION = "trainbench_result_regression"  # gauge{RESULT_LABELS + metric}:
 OM_CASE_FAILED = "trainbench_case_failed"  # gauge{RESULT_LABELS + reason}: 1 for each failed case
 OM_RUN_COMPLETED = "trainbench_run_completion_timestamp_seconds"  # gauge{suite, run, phase}
 OM_CASE_PROGRESS = "trainbench_case_progress_ratio"  # gauge{suite, run, case, pool}: live, 0..1
+OM_RESULT_GEN_DECODE_TPS = "trainbench_result_generate_decode_tokens_per_second"  # gauge{RESULT_LABELS+batch_size}
+OM_RESULT_GEN_TTFT = "trainbench_result_generate_time_to_first_token_seconds"  # gauge{RESULT_LABELS+batch_size}
+OM_RESULT_VER_PASS_AT_K = "trainbench_result_verify_pass_at_k"  # gauge{RESULT_LABELS+k}: the last cycle's
+OM_RESULT_VER_COMPILE_RATE = "trainbench_result_verify_compile_rate"  # gauge{RESULT_LABELS}: the last cycle's
 
 # --- case phases and failure reasons (status, results.json, report) ------------------------------------
 CASE_PHASES = ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped")

@@ -55,3 +55,52 @@ def peak_flops(device_name: str, override_tflops: float | None = None) -> float:
 # Bench mode on a CPU (CI, laptops) has no data-sheet peak: MFU there is against this nominal 1 TFLOP/s per
 # process, and the result says so (`peak_flops_source: "cpu-nominal"`). Never used for a GPU.
 CPU_NOMINAL_PEAK_FLOPS = 1e12
+
+
+# Peak memory (HBM/GDDR) bandwidth in bytes/s per device, from the vendors' data sheets, matched like the FLOPs table.
+# Decode is memory-bound: type generate reports (weight + KV-cache bytes read per step) / step time / this.
+PEAK_BANDWIDTH: tuple[tuple[str, float], ...] = (
+    ("gb200", 8.0e12),
+    ("b200", 8.0e12),
+    ("b100", 8.0e12),
+    ("h200 nvl", 4.8e12),
+    ("h200", 4.8e12),
+    ("gh200", 4.0e12),
+    ("h100 nvl", 3.9e12),
+    ("h100 pcie", 2.0e12),
+    ("h100", 3.35e12),  # SXM5 HBM3
+    ("h800", 3.35e12),
+    ("a100-sxm4-40gb", 1.555e12),
+    ("a100-pcie-40gb", 1.555e12),
+    ("a100 80gb pcie", 1.935e12),
+    ("a100", 2.039e12),  # SXM4 80GB
+    ("a800", 2.039e12),
+    ("l40s", 864e9),
+    ("rtx 6000 ada", 960e9),
+    ("a6000", 768e9),
+    ("a10g", 600e9),
+    ("l4", 300e9),
+    ("mi355x", 8.0e12),
+    ("mi325x", 6.0e12),
+    ("mi300x", 5.3e12),
+    ("mi300a", 5.3e12),
+    ("mi250x", 3.2768e12),
+    ("radeon 8060s", 256e9),  # Strix Halo LPDDR5X-8000, 256-bit
+)
+
+# CPU runs (CI) have no data-sheet bandwidth: utilisation there is against this nominal figure, and says so.
+CPU_NOMINAL_BANDWIDTH = 50e9
+
+
+def peak_bandwidth(device_name: str, override_gbps: float | None = None) -> float:
+    """Peak memory bandwidth in bytes/s for one device; `override_gbps` (GB/s) wins when given."""
+    if override_gbps:
+        return float(override_gbps) * 1e9
+    low = device_name.lower()
+    for key, value in PEAK_BANDWIDTH:
+        if key in low:
+            return value
+    raise UnknownDeviceError(
+        f"no peak memory bandwidth known for device {device_name!r}; pass --peak-bandwidth-gbps "
+        "so that decode bandwidth utilisation is computed against a real figure"
+    )
