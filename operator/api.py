@@ -12,7 +12,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from trainbench.trainer.contract import AC_MODES, ATTN_BACKENDS, BENCH_TYPES, DEFAULT_LORA_TARGETS
+from trainbench.trainer.contract import (
+    AC_MODES,
+    ATTN_BACKENDS,
+    BENCH_TYPES,
+    DEFAULT_LORA_TARGETS,
+    GENERATE_BATCH_SIZES,
+    GENERATE_NEW_TOKENS,
+    VERIFY_SAMPLES,
+)
 
 GROUP = "trainbench.dev"
 VERSION = "v1alpha1"
@@ -95,6 +103,26 @@ class Lora(_Model):
     targets: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1)
 
 
+class Generate(_Model):
+    """Settings of the generate cases (decoding speed; seqLen is the prompt length)."""
+
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: list(GENERATE_BATCH_SIZES), min_length=1)
+    new_tokens: int = Field(default=GENERATE_NEW_TOKENS, ge=1, le=65536)
+    temperature: float = Field(default=1.0, ge=0)
+    no_cache_batch: int = Field(default=1, ge=0)
+
+
+class Verify(_Model):
+    """Settings of the verify cases (C++ code generation checked by compiling and running it)."""
+
+    samples: int = Field(default=VERIFY_SAMPLES, ge=1, le=1024)
+    new_tokens: int = Field(default=512, ge=1, le=65536)
+    temperature: float = Field(default=0.8, ge=0)
+    raft_cycles: int = Field(default=0, ge=0, le=100)
+    run_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    run_memory_mib: int = Field(default=256, ge=16)
+
+
 class Baseline(_Model):
     """Where the numbers to compare against come from."""
 
@@ -131,8 +159,12 @@ class BenchmarkRunSpec(_Model):
     steps: int = Field(default=5, ge=1, le=10000)
     warmup_steps: int = Field(default=1, ge=0, le=1000)
     micro_batch: int = Field(default=1, ge=1)
+    auto_micro_batch: bool = False  # training cases: --micro-batch auto (the largest that fits; microBatch ignored)
+    memory_limit_gib: float | None = Field(default=None, gt=0)  # with autoMicroBatch: the capacity to fit in
     batch_size: int = Field(default=1, ge=1)  # sequences per optimizer step (grad accumulation = batch/micro)
     compile: bool = False
+    generate: Generate = Field(default_factory=Generate)
+    verify: Verify = Field(default_factory=Verify)
     timeout_seconds: int = Field(default=3600, ge=30)
     suspend: bool = False
     queue_name: str | None = None

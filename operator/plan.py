@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from trainbench.operator.api import BenchmarkRunSpec, CaseSelector, Pool, SpecError, parse_spec
-from trainbench.trainer.contract import LORA_TYPES
+from trainbench.trainer.contract import LORA_TYPES, TRAIN_TYPES
 from trainbench.trainer.specs import UnknownModelError, resolve_model
 
 MAX_CASES = 500
@@ -46,6 +46,8 @@ class Case:
     lora_rank: int | None = None
     lora_alpha: float | None = None
     lora_targets: tuple[str, ...] = field(default_factory=tuple)
+    micro_batch_auto: bool = False  # --micro-batch auto (training types)
+    type_args: tuple[str, ...] = field(default_factory=tuple)  # trainer options of the type (generate, verify, auto)
 
     @property
     def gpus(self) -> int:
@@ -67,6 +69,7 @@ class Case:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lora_targets"] = list(self.lora_targets)
+        d["type_args"] = list(self.type_args)
         d["gpus"] = self.gpus
         return d
 
@@ -82,7 +85,7 @@ class Case:
             "--cp", str(self.cp),
             "--steps", str(self.steps),
             "--warmup-steps", str(self.warmup_steps),
-            "--micro-batch", str(self.micro_batch),
+            "--micro-batch", "auto" if self.micro_batch_auto else str(self.micro_batch),
             "--batch-size", str(self.batch_size),
             "--compile" if self.compile else "--no-compile",
             "--case", self.id,
@@ -95,9 +98,35 @@ class Case:
         if self.lora_rank:
             args += ["--lora-rank", str(self.lora_rank), "--lora-alpha", repr(self.lora_alpha)]
             args += ["--lora-targets", ",".join(self.lora_targets)]
+        args += list(self.type_args)
         if metrics_port is not None:
             args += ["--metrics-port", str(metrics_port)]
         return args
+
+
+def type_args(spec: BenchmarkRunSpec, type_: str) -> tuple[str, ...]:
+    """The trainer options a case of `type_` gets from the spec's generate/verify blocks and autoMicroBatch."""
+    if type_ == "generate":
+        g = spec.generate
+        return (
+            "--gen-batch-sizes", ",".join(map(str, g.batch_sizes)),
+            "--new-tokens", str(g.new_tokens),
+            "--temperature", repr(g.temperature),
+            "--no-cache-batch", str(g.no_cache_batch),
+        )  # fmt: skip
+    if type_ == "verify":
+        v = spec.verify
+        return (
+            "--samples", str(v.samples),
+            "--new-tokens", str(v.new_tokens),
+            "--temperature", repr(v.temperature),
+            "--raft-cycles", str(v.raft_cycles),
+            "--run-timeout", repr(v.run_timeout_seconds),
+            "--run-memory-mib", str(v.run_memory_mib),
+        )  # fmt: skip
+    if spec.auto_micro_batch and type_ in TRAIN_TYPES and spec.memory_limit_gib:
+        return ("--memory-limit-gib", repr(spec.memory_limit_gib))
+    return ()
 
 
 def _slug(text: str) -> str:
@@ -189,6 +218,12 @@ def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
         _check_parallelism(model, values["type"], values["ep"], values["cp"], pool, "spec.matrix")
         lora = values["type"] in LORA_TYPES
         extra = {"lora": [spec.lora.rank, spec.lora.alpha, sorted(spec.lora.targets)] if lora else None}
+        targs = type_args(spec, values["type"])
+        auto_mb = spec.auto_micro_batch and values["type"] in TRAIN_TYPES
+        if targs:  # only these cases' ids depend on their settings: training ids stay as they were
+            extra["args"] = list(targs)
+        if auto_mb:
+            extra["micro_batch"] = "auto"
         cid = case_id(**{k if k != "type" else "type_": v for k, v in values.items()}, extra=extra)
         if cid in seen:
             continue
@@ -210,6 +245,8 @@ def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
                 lora_rank=spec.lora.rank if lora else None,
                 lora_alpha=spec.lora.alpha if lora else None,
                 lora_targets=tuple(spec.lora.targets) if lora else (),
+                micro_batch_auto=auto_mb,
+                type_args=targs,
                 **values,
             )
         )

@@ -15,10 +15,17 @@ import copy
 from datetime import datetime, timezone
 from typing import Any
 
+from trainbench.operator import typereport as T
 from trainbench.operator import verdict as V
 from trainbench.operator.results import parse_time
 
-TYPE_LABELS = {"sft-full": "SFT Full", "rl-full": "RL Full", "rl-lora": "RL LoRA"}
+TYPE_LABELS = {
+    "sft-full": "SFT Full",
+    "rl-full": "RL Full",
+    "rl-lora": "RL LoRA",
+    "generate": "Generate",
+    "verify": "Verify",
+}
 AC_LABELS = {"recompute": "Recompute", "offload": "Offload", "none": "None", "selective": "Selective", "auto": "Auto"}
 ATTN_LABELS = {
     "fa2": "FA2",
@@ -385,7 +392,8 @@ def render_report(
         "",
     ]
     ok = [c for c in cases if c.get("phase") == "Succeeded"]
-    lines += _model_sections(ok)
+    lines += _model_sections([c for c in ok if c.get("type") not in T.NON_TRAINING])
+    lines += T.autobatch_section(ok) + T.generate_section(ok) + T.verify_section(ok)
     if any(c.get("peak_flops_source") == "cpu-nominal" for c in ok):
         lines += ["† MFU against a nominal CPU peak (no GPU): compare it only with other CPU runs.", ""]
     lines += _failed_section(cases)
