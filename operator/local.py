@@ -134,12 +134,19 @@ class _Bar:
 
     def __init__(self, label: str, total: int, enabled: bool):
         self.bar = None
-        if enabled:
+        self.label = label
+        self.last: dict = {}
+        # a terminal gets a live bar; a log (CI, a pipe) gets one line when the case starts and one when it ends
+        self.plain = enabled and not sys.stderr.isatty()
+        if self.plain:
+            print(f"{label}: started", file=sys.stderr, flush=True)
+        elif enabled:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=label, unit="step", leave=True, dynamic_ncols=True, file=sys.stderr)
 
     def update(self, progress: dict) -> None:
+        self.last = progress
         if self.bar is None:
             return
         if progress.get("steps_total"):
@@ -156,6 +163,13 @@ class _Bar:
         self.bar.refresh()
 
     def close(self, phase: str) -> None:
+        if self.plain:
+            extra = ""
+            if self.last.get("tps"):
+                extra += f", last step {self.last['tps']:.4g} tok/s"
+            if self.last.get("mfu"):
+                extra += f", {self.last['mfu']:.3g}% MFU"
+            print(f"{self.label}: {phase}{extra}", file=sys.stderr, flush=True)
         if self.bar is None:
             return
         if phase == "Succeeded" and self.bar.total and self.bar.n < self.bar.total:
