@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/trainbench run examples/cpu-smoke.yaml --local --out $(OUT)
 
-## test tools the suite talks to for real (kubectl, prometheus/promtool): Debian packages
+## test tools the suite talks to for real (kubectl, prometheus/promtool, g++ for type verify): Debian packages
 tools:
-	@command -v kubectl >/dev/null && command -v promtool >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl prometheus >/dev/null; }
+	@command -v kubectl >/dev/null && command -v promtool >/dev/null && command -v g++ >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl prometheus g++ >/dev/null; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -89,6 +89,7 @@ class OperatorMetrics:
         g_regr = GaugeMetricFamily(
             C.OM_REGRESSION, "1 for each metric worse than its baseline", labels=[*result_labels, "metric"]
         )
+        type_families = type_result_families(result_labels)
         run_counts = dict.fromkeys(RUN_PHASES, 0)
         case_counts = dict.fromkeys(C.CASE_PHASES, 0)
         for (_ns, name), info in sorted(runs.items()):
@@ -127,6 +128,7 @@ class OperatorMetrics:
                     results_families["peak_memory"].add_metric(labels, float(m["peak_memory_gib"]) * 2**30)
                 if m.get("tokens_per_joule") is not None:
                     results_families["tokens_per_joule"].add_metric(labels, float(m["tokens_per_joule"]))
+                add_type_results(type_families, labels, case)
                 for metric, v in (case.get("verdicts") or {}).items():
                     if isinstance(v, dict) and v.get("status") == "regression":
                         g_regr.add_metric([*labels, metric], 1.0)
@@ -135,6 +137,44 @@ class OperatorMetrics:
         for phase, n in case_counts.items():
             g_cases.add_metric([phase], n)
         yield from (g_runs, g_cases, g_progress, g_done, *results_families.values(), g_failed, g_regr)
+        yield from type_families.values()
+
+
+def type_result_families(result_labels: list[str]) -> dict:
+    """Result gauges of the generate and verify types (per batch size, per k)."""
+    return {
+        "decode_tps": GaugeMetricFamily(
+            C.OM_RESULT_GEN_DECODE_TPS, "Finished generate case: decode tokens/s", labels=[*result_labels, "batch_size"]
+        ),
+        "ttft": GaugeMetricFamily(
+            C.OM_RESULT_GEN_TTFT,
+            "Finished generate case: time to first token (s)",
+            labels=[*result_labels, "batch_size"],
+        ),
+        "pass_at_k": GaugeMetricFamily(
+            C.OM_RESULT_VER_PASS_AT_K, "Finished verify case: pass@k of the last cycle", labels=[*result_labels, "k"]
+        ),
+        "compile_rate": GaugeMetricFamily(
+            C.OM_RESULT_VER_COMPILE_RATE, "Finished verify case: compile rate of the last cycle", labels=result_labels
+        ),
+    }
+
+
+def add_type_results(families: dict, labels: list[str], case: dict) -> None:
+    trainer = case.get("trainer") or {}
+    gen, ver = trainer.get("generate"), trainer.get("verify")
+    if isinstance(gen, dict):
+        for b in gen.get("batches") or []:
+            for key, fam in (("decode_tps", "decode_tps"), ("ttft_s", "ttft")):
+                v = b.get(key)
+                mean = v.get("mean") if isinstance(v, dict) else None
+                if mean is not None:
+                    families[fam].add_metric([*labels, str(b.get("batch_size"))], float(mean))
+    if isinstance(ver, dict):
+        for k, v in (ver.get("pass_at_k") or {}).items():
+            families["pass_at_k"].add_metric([*labels, str(k)], float(v))
+        if ver.get("compile_rate") is not None:
+            families["compile_rate"].add_metric(labels, float(ver["compile_rate"]))
 
 
 def serve(metrics: OperatorMetrics, port: int, addr: str = "0.0.0.0") -> int:

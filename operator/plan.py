@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from trainbench.operator.api import BenchmarkRunSpec, CaseSelector, Pool, SpecError, parse_spec
-from trainbench.trainer.contract import LORA_TYPES, TRAIN_TYPES
+from trainbench.trainer.contract import LORA_TYPES, SINGLE_GPU_TYPES, TRAIN_TYPES
 from trainbench.trainer.specs import UnknownModelError, resolve_model
 
 MAX_CASES = 500
@@ -232,8 +232,8 @@ def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
             Case(
                 id=cid,
                 hf_name=model.hf_name,
-                nodes=pool.nodes,
-                gpus_per_node=pool.gpus_per_node,
+                nodes=1 if values["type"] in SINGLE_GPU_TYPES else pool.nodes,
+                gpus_per_node=1 if values["type"] in SINGLE_GPU_TYPES else pool.gpus_per_node,
                 image=pool.image,
                 steps=spec.steps,
                 warmup_steps=spec.warmup_steps,

@@ -12,6 +12,7 @@ RESULT_SCHEMA = "trainbench.dev/result/v1"
 BENCH_TYPES = ("sft-full", "rl-full", "rl-lora", "generate", "verify")
 TRAIN_TYPES = ("sft-full", "rl-full", "rl-lora")  # the types that train (bench.py); the others: generate.py, verify.py
 LORA_TYPES = ("rl-lora",)
+SINGLE_GPU_TYPES = ("generate", "verify")  # run as one process on one GPU of the pool (the planner asks for 1 GPU)
 GENERATE_BATCH_SIZES = (1, 8, 32, 128)  # type generate: default decode batch sizes
 GENERATE_NEW_TOKENS = 128  # type generate: default tokens generated per sequence
 VERIFY_SAMPLES = 8  # type verify: default samples per prompt (k of pass@k up to this)

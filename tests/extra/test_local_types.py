@@ -44,7 +44,9 @@ def test_plan_passes_the_type_settings_to_the_trainer():
         "autoMicroBatch": True,
         "memoryLimitGib": 2.5,
     }
+    spec["pools"] = [{"name": "cpu", "gpusPerNode": 8}]
     train, gen, ver = plan(spec)
+    assert (train.gpus, gen.gpus, ver.gpus) == (8, 1, 1)  # generate/verify: one process on one GPU of the pool
     t, g, v = (parse_args(c.trainer_args(run="r")) for c in (train, gen, ver))
     assert t.micro_batch_auto and t.memory_limit_gib == 2.5 and not g.micro_batch_auto
     assert g.type == "generate" and g.gen_batch_sizes == (2, 4) and g.new_tokens == 7 and g.temperature == 0.5
@@ -111,3 +113,15 @@ def test_local_executor_runs_generate_and_verify(tmp_path):
     assert "## Generation" in report and "## Code Verification" in report and "KV cache" in report
     assert "| trainbench/tiny-qwen3 | 1xCPU | 16 × 2 | RAFT 1 |" in report
     assert "## Failed Benchmarks" in report and "BadConfig" in report
+    # the operator's /metrics export the types' results
+    from prometheus_client import generate_latest
+
+    from trainbench.operator.metrics import OperatorMetrics
+    from trainbench.trainer import contract as C
+
+    store = OperatorMetrics()
+    store.update("ns", "types", "types", {"phase": "PartiallyFailed"}, results)
+    text = generate_latest(store).decode()
+    assert f"{C.OM_RESULT_GEN_DECODE_TPS}{{" in text and 'batch_size="4"' in text
+    assert f"{C.OM_RESULT_VER_PASS_AT_K}{{" in text and 'k="2"' in text
+    assert f"{C.OM_RESULT_VER_COMPILE_RATE}{{" in text

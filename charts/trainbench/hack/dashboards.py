@@ -209,6 +209,31 @@ def results_dashboard() -> dict:
     ]
     for metric, title, unit, desc in series:
         ps.append(panel(lay, "timeseries", title, [target(latest(metric), CASE_LEGEND)], unit=unit, desc=desc))
+    ps.append(row(lay, "Generation and code verification (latest run of each suite)"))
+    ps.append(
+        panel(
+            lay,
+            "timeseries",
+            "Compile rate (verify)",
+            [target(latest(c.OM_RESULT_VER_COMPILE_RATE), CASE_LEGEND)],
+            w=24,
+            h=6,
+            unit="percentunit",
+            desc="Share of sampled programs that g++ compiled, last RAFT cycle.",
+        )
+    )
+    by_label = [
+        (c.OM_RESULT_GEN_DECODE_TPS, "batch_size", "Decode tokens/s (generate)", "short",
+         "Tokens/s of KV-cache decoding per batch size (tokens after EOS not counted)."),
+        (c.OM_RESULT_GEN_TTFT, "batch_size", "Time to first token (generate)", "s",
+         "Prefill plus the first sampled token, per batch size."),
+        (c.OM_RESULT_VER_PASS_AT_K, "k", "pass@k (verify)", "percentunit",
+         "Unbiased pass@k over the C++ prompt set, last RAFT cycle."),
+    ]  # fmt: skip
+    for metric, label, title, unit, desc in by_label:
+        expr = f"max by ({CASE_BY}, {label}) ({metric}{{{RESULT_SEL}}} and on (suite, run) {LATEST_RUN})"
+        legend = CASE_LEGEND + f" {label}={{{{{label}}}}}"
+        ps.append(panel(lay, "timeseries", title, [target(expr, legend)], w=8, unit=unit, desc=desc))
     ps.append(row(lay, "Failures and regressions"))
     ps.append(
         panel(
