@@ -101,12 +101,9 @@ def resolve_peak(cfg: BenchConfig, device) -> tuple[float, str]:
 
 
 def check_model(cfg: BenchConfig, spec: ModelSpec, world_size: int) -> None:
-    if world_size % (cfg.ep * cfg.cp):
-        raise BadConfig(f"--ep {cfg.ep} x --cp {cfg.cp} does not divide the world size {world_size}")
-    if cfg.ep > 1 and not spec.is_moe:
-        raise BadConfig(f"--ep {cfg.ep} needs a mixture-of-experts model; {spec.name} is dense")
-    if cfg.ep > 1 or cfg.cp > 1:
-        raise BadConfig("expert and context parallelism (--ep/--cp > 1) are not implemented by this trainer yet")
+    from trainbench.trainer.parallel import validate
+
+    validate(cfg, spec, world_size)
 
 
 def environment(device) -> dict:
@@ -244,10 +241,13 @@ def dry_run(cfg: BenchConfig, spec: ModelSpec, device, world_size: int) -> dict:
         flops_per_token=spec.flops_per_token(cfg.seq_len, cfg.effective_lora_rank, tuple(cfg.lora_targets)),
         peak_flops=peak,
         peak_flops_source=source,
-        tokens_per_step=cfg.batch_size * cfg.seq_len * world_size,
+        tokens_per_step=cfg.batch_size * cfg.seq_len * world_size // cfg.cp,
         device=str(device),
         model_config=spec.config,
     )
+    from trainbench.trainer.parallel import plan_layout
+
+    res["parallel"] = plan_layout(cfg, spec, world_size)
     return res
 
 
@@ -380,6 +380,9 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
     dist_mod.init(world, device)
     torch.manual_seed(cfg.seed)
     t_build = time.perf_counter()
+    from trainbench.trainer.parallel import get_layout
+
+    layout = get_layout(cfg, world, device)  # --cp / --ep process groups (parallel/)
     impl = build_impl(cfg, spec, device)
     if world.is_main:
         print(
@@ -397,16 +400,17 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
             raise BadConfig(f"--dp fsdp: the {impl.name} implementation exposes no transformer blocks to shard")
         step_module = dist_mod.wrap_fsdp(loss_module, impl.blocks, world, device)
     elif dp == "ddp":
+        layout.before_wrap(loss_module)
         step_module = dist_mod.wrap_ddp(loss_module, world, device)
     else:
         step_module = loss_module
     params = [p for p in step_module.parameters() if p.requires_grad]
     opt_kw = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, **opt_kw)
-    batches = [b.to(device) for b in make_batches(cfg, spec, cfg.seed + 1000 * world.rank)]
+    batches = [layout.shard(b.to(device)) for b in make_batches(cfg, spec, cfg.seed + 1000 * layout.data_rank)]
     accum = cfg.grad_accum
     total_steps = cfg.warmup_steps + cfg.steps
-    tokens_per_step = cfg.batch_size * cfg.seq_len * world.size
+    tokens_per_step = cfg.batch_size * cfg.seq_len * layout.data_ranks  # a CP group trains on one sequence
     meter = open_meter(device.type, device.index or 0, hip=bool(getattr(torch.version, "hip", None)))
     is_cuda = device.type == "cuda"
 
@@ -417,6 +421,8 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
         "seq_len": cfg.seq_len,
         "world_size": world.size,
         "data_parallel": dp or "none",
+        "cp": cfg.cp,
+        "ep": cfg.ep,
         "flops_per_token": fpt,
         "peak_flops": peak,
     }
@@ -439,7 +445,7 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
             sync()
             energy_start = meter.energy_j()
         micro = [batches[((step - 1) * accum + i) % len(batches)] for i in range(accum)]
-        normalizer = float(sum(int(b.loss_mask.sum()) for b in micro)) or 1.0
+        normalizer = float(sum(layout.loss_tokens(b) for b in micro)) or 1.0
         sync()
         t0 = time.perf_counter()
         step_loss = torch.zeros((), device=device, dtype=torch.float32)
@@ -451,15 +457,16 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
             no_sync = step_module.no_sync() if (dp == "ddp" and not last) else contextlib.nullcontext()
             with no_sync, impl.context():
                 loss, kept = step_module(batch, normalizer)
-                loss.backward()
+                (loss * layout.grad_scale if layout.cp > 1 else loss).backward()
             step_loss += loss.detach().float()
             if kept is not None:
                 step_kept.append(kept)
+        layout.after_backward(params)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync()
         dt = time.perf_counter() - t0
-        loss_value = float(step_loss.item())
+        loss_value = layout.step_loss(step_loss)
         tps = tokens_per_step / dt
         mfu = mfu_percent(fpt, tps, peak, world.size)
         power = meter.power_w() if meter is not None else None
@@ -512,7 +519,7 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
     replica_spread = None
     if dp == "ddp":  # data parallel must keep the replicas identical: check it, cheaply
         with torch.no_grad():
-            checksum = float(sum(p.double().sum() for p in params))
+            checksum = float(sum(p.double().sum() for p in layout.replicated(params)))
         hi = dist_mod.reduce_scalar(checksum, "max", world, device)
         lo = -dist_mod.reduce_scalar(-checksum, "max", world, device)
         replica_spread = hi - lo
@@ -542,6 +549,7 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
         kept_fraction=summary(kept_list),
         replica_spread=replica_spread,
         data_parallel=dp,
+        parallel=layout.info(),
         losses=losses_list,
         steps=records,
         environment=env,

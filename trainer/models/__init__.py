@@ -35,6 +35,10 @@ def choose_impl(cfg: BenchConfig, spec: ModelSpec, device: torch.device) -> str:
     supported = fast is not None and spec.model_type in getattr(fast, "SUPPORTED_MODEL_TYPES", ())
     if cfg.impl == "hf":
         return "hf"
+    if cfg.cp > 1 or cfg.ep > 1:  # context/expert parallelism live in the fast implementation only
+        if not supported:
+            raise BadConfig(f"--cp/--ep need the fast implementation, which does not run {spec.model_type!r}")
+        return "fast"
     if cfg.impl == "fast":
         if not supported:
             why = "is not installed" if fast is None else f"does not support model type {spec.model_type!r}"

@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from trainbench.trainer.kernels import doc_attention
+from trainbench.trainer.models.moe import SparseMoeBlock, init_experts, is_expert_param, is_moe_layer
 
-SUPPORTED_MODEL_TYPES = ("qwen3", "llama")
+SUPPORTED_MODEL_TYPES = ("qwen3", "llama", "qwen3_moe")
+QK_NORM_TYPES = ("qwen3", "qwen3_moe")
 # q/k/v and gate/up as single GEMMs; TRAINBENCH_FAST_FUSE=0 runs them separately (A/B knob, read at import)
 FUSE_GEMMS = os.environ.get("TRAINBENCH_FAST_FUSE", "1") != "0"
 PROJ_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -106,7 +108,7 @@ class Attention(nn.Module):
         self.k_proj = Linear(h, cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * d)
         self.v_proj = Linear(h, cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * d)
         self.o_proj = Linear(cfg["num_attention_heads"] * d, h)
-        if cfg["model_type"] == "qwen3":
+        if cfg["model_type"] in QK_NORM_TYPES:
             self.q_norm = RMSNorm(d, cfg["rms_norm_eps"])
             self.k_norm = RMSNorm(d, cfg["rms_norm_eps"])
         else:
@@ -123,33 +125,34 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, idx: int = 0, ep=None):
         super().__init__()
         self.self_attn = Attention(cfg)
-        self.mlp = MLP(cfg)
+        self.mlp = SparseMoeBlock(cfg, ep) if is_moe_layer(cfg, idx) else MLP(cfg)
         self.input_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
 
 
 class Backbone(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, ep=None):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg["num_hidden_layers"]))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i, ep) for i in range(cfg["num_hidden_layers"]))
         self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
 
 
 class FastCausalLM(nn.Module):
-    """Qwen3ForCausalLM / LlamaForCausalLM parameters, flat packed forward (see the module doc)."""
+    """Qwen3ForCausalLM / LlamaForCausalLM / Qwen3MoeForCausalLM parameters, flat packed forward (see the module
+    doc). `ep`: a `parallel.ep.EPGroup` to shard the experts of MoE layers over (None: all experts here)."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, ep=None):
         super().__init__()
         if cfg["model_type"] not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"no fast implementation for model_type {cfg['model_type']!r}")
         if cfg.get("attention_bias") or cfg.get("mlp_bias"):
             raise ValueError("the fast implementation has no projection biases")
         self.cfg = dict(cfg)
-        self.model = Backbone(cfg)
+        self.model = Backbone(cfg, ep)
         self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
         if cfg.get("tie_word_embeddings"):
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -165,6 +168,7 @@ class FastCausalLM(nn.Module):
         self.compiled = False
         self._pre = _pre_attn
         self._post = _post_attn
+        self._post_res = _post_attn_res
 
     # --- setup ----------------------------------------------------------------------------------------------
     def configure(self, attn_backend: str = "sdpa", ac: str = "none", compile: bool = False, gqa: str = "native"):
@@ -181,8 +185,9 @@ class FastCausalLM(nn.Module):
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
             self._pre = torch.compile(_pre_attn, dynamic=False)
             self._post = torch.compile(_post_attn, dynamic=False)
+            self._post_res = torch.compile(_post_attn_res, dynamic=False)
         else:
-            self._pre, self._post = _pre_attn, _post_attn
+            self._pre, self._post, self._post_res = _pre_attn, _post_attn, _post_attn_res
         return self
 
     def add_lora(self, rank: int, alpha: float, targets) -> int:
@@ -205,19 +210,24 @@ class FastCausalLM(nn.Module):
             hf_cfg = AutoConfig.for_model(**self.cfg)
             if self.cfg["model_type"] == "qwen3":
                 from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding as Rotary
+            elif self.cfg["model_type"] == "qwen3_moe":
+                from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeRotaryEmbedding as Rotary
             else:
                 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Rotary
             self._rotary = [Rotary(hf_cfg).to(self.lm_head.weight.device)]  # a list: not a submodule
         return self._rotary[0]
 
     # --- forward --------------------------------------------------------------------------------------------
-    def hidden_states(self, input_ids, position_ids, cu_seqlens, max_seqlen: int, doc_ids=None) -> torch.Tensor:
-        """Final-normed hidden states [N, hidden] of the flattened micro-batch."""
+    def hidden_states(
+        self, input_ids, position_ids, cu_seqlens, max_seqlen: int, doc_ids=None, cp=None
+    ) -> torch.Tensor:
+        """Final-normed hidden states [N, hidden] of the flattened micro-batch. `cp`: a `parallel.cp.CPShard`
+        when the tokens are this rank's share of the sequence (context parallelism)."""
         ids = input_ids.reshape(-1)
         x = F.embedding(ids, self.model.embed_tokens.weight)
         cos, sin = self.rotary()(x, position_ids.reshape(1, -1))
         cos, sin = cos[0], sin[0]  # [N, D]
-        attn = self._attention_fn(cu_seqlens, max_seqlen, doc_ids)
+        attn = self._attention_fn(cu_seqlens, max_seqlen, doc_ids, cp)
         ctx = (
             torch.autograd.graph.save_on_cpu(pin_memory=True)
             if self.ac == "offload" and torch.is_grad_enabled()
@@ -232,9 +242,13 @@ class FastCausalLM(nn.Module):
         """Logits [N, vocab] (small inputs and tests only: the bench loss never builds full logits)."""
         return self.lm_head(self.hidden_states(input_ids, position_ids, cu_seqlens, max_seqlen, doc_ids))
 
-    def _attention_fn(self, cu_seqlens, max_seqlen, doc_ids):
+    def _attention_fn(self, cu_seqlens, max_seqlen, doc_ids, cp=None):
         backend = self.attn_backend
         scale = None
+        if cp is not None:
+            from trainbench.trainer.parallel.cp import cp_attention
+
+            return lambda q, k, v: cp_attention(q, k, v, cp, backend, scale)
         if backend == "varlen":
             return lambda q, k, v: doc_attention.varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
         if backend == "flex":
@@ -245,6 +259,8 @@ class FastCausalLM(nn.Module):
 
     def _layer_args(self, layer):
         a, m = layer.self_attn, layer.mlp
+        if isinstance(m, SparseMoeBlock):
+            return self._moe_layer_args(layer)
         pre_w = (
             layer.input_layernorm.weight,
             a.q_proj.weight,
@@ -259,6 +275,23 @@ class FastCausalLM(nn.Module):
         post_lora = (a.o_proj.lora, m.gate_proj.lora, m.up_proj.lora, m.down_proj.lora)
         return pre_w, pre_lora, post_w, post_lora, a.q_proj.lora_scale
 
+    def _moe_layer_args(self, layer):
+        pre_w, pre_lora, _, _, ls = self._dense_attn_args(layer)
+        a = layer.self_attn
+        return pre_w, pre_lora, (a.o_proj.weight, layer.post_attention_layernorm.weight), (a.o_proj.lora,), ls
+
+    def _dense_attn_args(self, layer):
+        a = layer.self_attn
+        pre_w = (
+            layer.input_layernorm.weight,
+            a.q_proj.weight,
+            a.k_proj.weight,
+            a.v_proj.weight,
+            None if a.q_norm is None else a.q_norm.weight,
+            None if a.k_norm is None else a.k_norm.weight,
+        )
+        return pre_w, (a.q_proj.lora, a.k_proj.lora, a.v_proj.lora), None, None, a.q_proj.lora_scale
+
     def _layer(self, layer, x, cos, sin, attn):
         pre_w, pre_lora, post_w, post_lora, ls = self._layer_args(layer)
         shape = (self.heads, self.kv_heads, self.head_dim, self.eps, ls)
@@ -266,7 +299,12 @@ class FastCausalLM(nn.Module):
         def pre(x_):
             return self._pre(x_, cos, sin, pre_w, pre_lora, shape)
 
+        moe = layer.mlp if isinstance(layer.mlp, SparseMoeBlock) else None
+
         def post(x_, o_):
+            if moe is not None:  # attention output + residual + norm (compiled), then the MoE block (eager)
+                x_, h_ = self._post_res(x_, o_, post_w, post_lora, shape)
+                return x_ + moe(h_)
             return self._post(x_, o_, post_w, post_lora, shape)
 
         def block(x_):
@@ -328,6 +366,15 @@ def _post_attn(x, o, weights, loras, shape):
     return x + linear(F.silu(g) * u, wd, loras[3], ls)
 
 
+def _post_attn_res(x, o, weights, loras, shape):
+    """o projection (+LoRA), residual, RMSNorm -> (residual stream, normed input of the MoE block)."""
+    wo, ln_w = weights
+    heads, kv_heads, d, eps, ls = shape
+    n = x.shape[0]
+    x = x + linear(o.reshape(n, heads * d), wo, loras[0], ls)
+    return x, rms_norm(x, ln_w, eps)
+
+
 def init_like_transformers(model: FastCausalLM, std: float = 0.02, seed: int | None = None) -> None:
     """Random init as transformers' _init_weights does for these models: normal(0, std) for projections and
     embeddings, ones for norms (LoRA A keeps peft's kaiming init, B zeros)."""
@@ -336,12 +383,13 @@ def init_like_transformers(model: FastCausalLM, std: float = 0.02, seed: int | N
         gen = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "lora_" in name:
+            if "lora_" in name or is_expert_param(p):
                 continue
             if name.endswith("norm.weight") or "layernorm" in name:
                 p.fill_(1.0)
             else:
                 p.normal_(0.0, std, generator=gen)
+    init_experts(model, std, seed)
 
 
 # --- bench-mode integration (trainbench.trainer.models.build_impl) ------------------------------------------
@@ -429,15 +477,22 @@ def build(cfg, spec, device):
     from trainbench.trainer.config import BadConfig
     from trainbench.trainer.models.base import Impl, resolve_dtype
 
-    if spec.model_type not in SUPPORTED_MODEL_TYPES or spec.is_moe:
+    if spec.model_type not in SUPPORTED_MODEL_TYPES:
         raise BadConfig(f"--impl fast does not support model type {spec.model_type!r}")
-    backend = resolve_attn(cfg.attn, device, cfg.docs_per_seq)
+    # context parallelism runs SDPA per run of local tokens (parallel/cp.py): auto -> the default SDPA dispatch
+    backend = "sdpa" if cfg.cp > 1 and cfg.attn == "auto" else resolve_attn(cfg.attn, device, cfg.docs_per_seq)
     if backend not in ("sdpa", "sdpa-math") and device.type != "cuda":
         raise BadConfig(f"--attn {cfg.attn} needs a CUDA device with --impl fast (this run is on {device.type})")
     dtype = resolve_dtype(cfg.dtype, device)
+    ep = None
+    if cfg.ep > 1:
+        from trainbench.trainer.distributed import env_world
+        from trainbench.trainer.parallel import get_layout
+
+        ep = get_layout(cfg, env_world(), device).ep_group()
     try:
         with torch.device(device):
-            model = FastCausalLM(spec.config).to(dtype)
+            model = FastCausalLM(spec.config, ep=ep).to(dtype)
     except ValueError as e:
         raise BadConfig(str(e)) from None
     init_like_transformers(model, seed=cfg.seed)
@@ -460,12 +515,19 @@ def build(cfg, spec, device):
 
         def __init__(self):
             self.module = model
-            self.attn_backend = backend + ("" if gqa == "native" else "+expand-kv")
+            self.attn_backend = (
+                ("cp-zigzag+" if cfg.cp > 1 else "") + backend + ("" if gqa == "native" else "+expand-kv")
+            )
             self.ac = ac
 
         def hidden_states(self, batch) -> torch.Tensor:
             return model.hidden_states(
-                batch.input_ids, batch.position_ids, batch.cu_seqlens, batch.max_seqlen, batch.doc_ids
+                batch.input_ids,
+                batch.position_ids,
+                batch.cu_seqlens,
+                batch.max_seqlen,
+                batch.doc_ids,
+                getattr(batch, "cp", None),
             )
 
         @property
