@@ -59,11 +59,12 @@ def test_cp_attention_loss_and_grads_match_one_process(tmp_path):
             assert err < 1e-4, (kind, name, err)
 
 
-def test_cp2_trains_like_one_process(tmp_path):
-    extra = ["--fixed-batch", "--batch-size", "2", "--micro-batch", "1"]
+@pytest.mark.parametrize("dp,ac", [("ddp", "none"), ("fsdp", "recompute")])
+def test_cp2_trains_like_one_process(tmp_path, dp, ac):
+    extra = ["--fixed-batch", "--batch-size", "2", "--micro-batch", "1", "--ac", ac]
     one = run_bench(parse_args(bench_args("tiny-qwen3", tmp_path / "one.json", extra)))
-    cp = torchrun_bench(tmp_path, "cp2", "tiny-qwen3", [*extra, "--cp", "2"])
-    assert cp["parallel"] == {"world_size": 2, "dp": 1, "cp": 2, "ep": 1}
+    cp = torchrun_bench(tmp_path, "cp2", "tiny-qwen3", [*extra, "--cp", "2", "--dp", dp])
+    assert cp["parallel"] == {"world_size": 2, "dp": 1, "cp": 2, "ep": 1} and cp["data_parallel"] == dp
     assert cp["attn_backend"].startswith("cp-zigzag")
     assert one["losses"][0] != one["losses"][-1]  # it trains
     assert cp["losses"] == pytest.approx(one["losses"], rel=1e-5)

@@ -15,6 +15,10 @@ What differs from the transformers modules:
   (the two compiled regions are recomputed, the attention output is kept, so attention never runs twice);
   `offload` (saved activations to pinned CPU memory); `auto` picks the fastest that the memory estimate fits.
 - `hidden_states` returns the final-normed hidden states [B*T, hidden]; the loss runs the LM head in chunks.
+- Each block is called as a module (`DecoderLayer.forward` runs `FastCausalLM._layer_body`), so FSDP2's
+  `fully_shard` per block gathers its weights around it (`--dp fsdp`).
+- Qwen3-MoE (`models/moe.py`): sparse blocks with experts optionally sharded over EP ranks (`parallel/ep.py`);
+  context parallelism: `hidden_states(..., cp=CPShard)` runs attention over the whole sequence (`parallel/cp.py`).
 """
 
 from __future__ import annotations
@@ -131,6 +135,11 @@ class DecoderLayer(nn.Module):
         self.mlp = SparseMoeBlock(cfg, ep) if is_moe_layer(cfg, idx) else MLP(cfg)
         self.input_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+
+    def forward(self, x, run):
+        # the block's math lives in FastCausalLM._layer_body; calling the block as a module lets FSDP2
+        # (fully_shard per block) gather its weights around it
+        return run(self, x)
 
 
 class Backbone(nn.Module):
@@ -293,6 +302,9 @@ class FastCausalLM(nn.Module):
         return pre_w, (a.q_proj.lora, a.k_proj.lora, a.v_proj.lora), None, None, a.q_proj.lora_scale
 
     def _layer(self, layer, x, cos, sin, attn):
+        return layer(x, lambda layer_, x_: self._layer_body(layer_, x_, cos, sin, attn))
+
+    def _layer_body(self, layer, x, cos, sin, attn):
         pre_w, pre_lora, post_w, post_lora, ls = self._layer_args(layer)
         shape = (self.heads, self.kv_heads, self.head_dim, self.eps, ls)
 
@@ -515,6 +527,8 @@ def build(cfg, spec, device):
 
         def __init__(self):
             self.module = model
+            # FSDP2 shards each block (--dp fsdp); not under EP, whose experts are sharded by EP instead
+            self.blocks = list(model.model.layers) if cfg.ep == 1 else []
             self.attn_backend = (
                 ("cp-zigzag+" if cfg.cp > 1 else "") + backend + ("" if gqa == "native" else "+expand-kv")
             )

@@ -196,9 +196,9 @@ def plan_layout(cfg, spec, world_size: int) -> dict:
         lm_head = 3 * min(cfg.loss_chunk, tokens) * spec.vocab * 4
         kv_full = 2 * cfg.seq_len * max(cfg.micro_batch, 1) * spec.kv_heads * spec.head_dim * 2 if cp > 1 else 0
         out = {}
-        # MoE: the routed copies of the hidden states (sent, received, expert output, returned: 4 x top-k per
-        # token and layer) stay outside the checkpointed regions except under full recompute
-        routed = 4 * c.get("num_experts_per_tok", 0) * spec.hidden * tokens * 2 if spec.is_moe else 0
+        # MoE: the routed copies of the hidden states saved for backward (the experts' inputs and outputs: 2 x
+        # top-k per token and layer) stay outside the checkpointed regions except under full recompute
+        routed = 2 * c.get("num_experts_per_tok", 0) * spec.hidden * tokens * 2 if spec.is_moe else 0
         for mode in ("none", "selective", "recompute"):
             act = activation_bytes(spec, mode, tokens) + kv_full
             act += routed * (n_moe if mode != "recompute" else 1)
