@@ -220,6 +220,8 @@ def discover(cfg: BenchConfig, spec: ModelSpec, device, world=None, log=sys.stde
         if world is not None and world.distributed:
             ok = dist_mod.reduce_scalar(0.0 if ok else 1.0, "max", world, device) == 0.0
         trials.append({"micro_batch": m, "fits": ok, "peak_gib": None if peak is None else peak / 2**30})
+        if world is not None and not world.is_main:
+            return ok
         print(
             f"micro-batch auto: {m} {'fits' if ok else 'does not fit'}"
             + ("" if peak is None else f" (peak {peak / 2**30:.3g} GiB of {budget / 2**30:.3g} GiB)"),
@@ -284,9 +286,10 @@ def resolve_auto(cfg: BenchConfig, spec: ModelSpec, device, world, exporter=None
         )
         g.labels(**exporter.labels).set(m)
     how = "cached" if record["cached"] else "found in {:.1f} s".format(record["discovery_s"])
-    print(
-        f"micro-batch auto: {m} ({how}), batch size {batch}",
-        file=sys.stderr,
-        flush=True,
-    )
+    if world.is_main:
+        print(
+            f"micro-batch auto: {m} ({how}), batch size {batch}",
+            file=sys.stderr,
+            flush=True,
+        )
     return dataclasses.replace(cfg, micro_batch=m, batch_size=batch), record

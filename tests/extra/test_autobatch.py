@@ -77,3 +77,33 @@ def test_bench_run_reports_the_size_found(tmp_path):
     assert a["micro_batch"] >= 1 and r["config"]["micro_batch"] == a["micro_batch"]
     assert r["tokens_per_step"] == a["micro_batch"] * 64
     assert "micro-batch auto:" in type_table(r)
+
+
+def test_two_ranks_agree_and_rank_0_caches(tmp_path):
+    """torchrun, 2 CPU ranks (gloo): every rank runs the trials, the answer is rank 0's; a second run reads the
+    cache on rank 0 and no rank searches."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    exe = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert exe, "torchrun comes with torch"
+    outs = []
+    for i in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        out = tmp_path / f"r{i}.json"
+        args = [exe, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+        args += ["-m", "trainbench.trainer", *BASE, "--micro-batch", "auto", "--memory-limit-gib", "0.003"]
+        args += ["--cache-dir", str(tmp_path / "cache"), "--output", str(out)]
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        p = subprocess.run(args, capture_output=True, text=True, timeout=180, env=env)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert p.stderr.count("micro-batch auto: 1 fits") == (1 if i == 0 else 0)  # rank 0 logs, once
+        outs.append(json.loads(out.read_text()))
+    first, second = (o["autobatch"] for o in outs)
+    assert first["micro_batch"] == second["micro_batch"] >= 1 and outs[0]["world_size"] == 2
+    assert not first["cached"] and second["cached"]

@@ -91,3 +91,28 @@ def test_run_generate_result(tmp_path):
         assert b4[key]["mean"] > 0, key
     assert r["metrics"]["tps"] == b4["decode_tps"] and r["peak_bandwidth_source"] == "cpu-nominal"
     assert g["no_cache"]["tokens_match"] is True and g["no_cache"]["speedup"] > 0
+
+
+def test_termination_message_keeps_the_type_blocks_within_4_kib():
+    """The operator reads the 4 KiB termination message: generate and verify results stay parseable in it."""
+    import json
+
+    from trainbench.trainer.bench import for_termination_log
+    from trainbench.trainer.verify import slim_for_log
+
+    s = {"mean": 1.5, "std": 0.1, "min": 1.0, "max": 2.0, "n": 5}
+    row = {"batch_size": 8, "error": None, "decode_tps": s, "ttft_s": s, "prefill_tps": s, "distinct_first_tokens": 8}
+    prompts = [{"id": f"p{i}", "n": 8, "passed": 1, "pass_at_k": {"1": 0.125}, "outcomes": {"x": 8}} for i in range(16)]
+    score = {"samples": 128, "compile_rate": 0.5, "pass_rate": 0.1, "pass_at_k": {"1": 0.1}, "prompts": prompts}
+    result = {
+        "config": {"model": "m", "type": "verify", "padding": "x" * 1500},
+        "generate": {"batches": [row] * 4, "no_cache": None},
+        "verify": {"pass_at_k": {"1": 0.1}, "cycles": [{"cycle": i, "kept": 3, "score": score} for i in range(3)]},
+        "environment": {"hostname": "h"},
+    }
+    text = for_termination_log(result)
+    assert len(text.encode()) <= 4096
+    back = json.loads(text)
+    assert back["generate"]["batches"][0]["decode_tps"] == {"mean": 1.5}
+    assert back["verify"]["cycles"][2]["score"]["pass_at_k"] == {"1": 0.1}
+    assert slim_for_log({"a": 1}) == {"a": 1}
