@@ -42,7 +42,8 @@ def main() -> None:
                 p.mul_(5)
     batch = make_batch(2, 96, 3, spec.vocab, torch.Generator().manual_seed(7))  # B=2: rows and documents
     out = {}
-    for kind in ("sft", "rl"):
+    for kind, gqa in (("sft", "native"), ("rl", "expand")):  # expand: kv heads repeated instead of enable_gqa
+        model.gqa = gqa
         n_tokens = float(batch.loss_mask.sum())
         model.zero_grad()
         ref = loss_of(model, batch, kind, n_tokens)

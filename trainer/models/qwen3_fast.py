@@ -257,7 +257,7 @@ class FastCausalLM(nn.Module):
         if cp is not None:
             from trainbench.trainer.parallel.cp import cp_attention
 
-            return lambda q, k, v: cp_attention(q, k, v, cp, backend, scale)
+            return lambda q, k, v: cp_attention(q, k, v, cp, backend, scale, self.gqa)
         if backend == "varlen":
             return lambda q, k, v: doc_attention.varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
         if backend == "flex":

@@ -110,7 +110,7 @@ def gather_sequence(x: torch.Tensor, shard: CPShard) -> torch.Tensor:
     return all_gather_single_autograd(x.contiguous(), 0, shard.group)[shard.inv]
 
 
-def cp_attention(q, k, v, shard: CPShard, backend: str = "sdpa", scale=None) -> torch.Tensor:
+def cp_attention(q, k, v, shard: CPShard, backend: str = "sdpa", scale=None, gqa_mode: str = "native") -> torch.Tensor:
     """q [n, H, D], k/v [n, KV, D] of the local tokens -> attention output [n, H, D] over the whole sequence."""
     from torch.nn.attention.bias import causal_lower_right
 
@@ -126,13 +126,20 @@ def cp_attention(q, k, v, shard: CPShard, backend: str = "sdpa", scale=None) -> 
     with _sdpa_context(backend):
         for ls, length, ks, ke in shard.segments:
             qs, kk, vv = q4[:, :, ls : ls + length], k4[:, :, ks:ke], v4[:, :, ks:ke]
-            if ke - ks == length:
-                o = F.scaled_dot_product_attention(qs, kk, vv, is_causal=True, scale=scale, enable_gqa=gqa)
+            full = ke - ks == length  # the run starts its document: plain causal
+            # repeat kv heads for GQA where native GQA is not known to work (the probe said so, or the
+            # lower-right causal bias path, which not every backend runs with enable_gqa)
+            expand = gqa and (gqa_mode == "expand" or not full)
+            if expand:
+                kk, vv = (_expand_kv(t, q.shape[1] // kv_heads) for t in (kk, vv))
+            if full:
+                o = F.scaled_dot_product_attention(
+                    qs, kk, vv, is_causal=True, scale=scale, enable_gqa=gqa and not expand
+                )
             else:
-                if gqa:  # the lower-right causal bias path has no native GQA on every backend: repeat kv heads
-                    kk, vv = (_expand_kv(t, q.shape[1] // kv_heads) for t in (kk, vv))
-                mask = causal_lower_right(length, ke - ks)
-                o = F.scaled_dot_product_attention(qs, kk, vv, attn_mask=mask, scale=scale)
+                o = F.scaled_dot_product_attention(
+                    qs, kk, vv, attn_mask=causal_lower_right(length, ke - ks), scale=scale
+                )
             outs.append(o)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.squeeze(0).transpose(0, 1)
