@@ -119,8 +119,9 @@ def _storage_bytes(tensors) -> int:
     return total
 
 
-def trial_step(cfg: BenchConfig, spec: ModelSpec, device, micro_batch: int) -> float:
-    """Run one real training step at `micro_batch`; return its peak bytes (see the module doc). OOM propagates."""
+def trial_step(cfg: BenchConfig, spec: ModelSpec, device, micro_batch: int, impl=None) -> float:
+    """Run one real training step at `micro_batch`; return its peak bytes (see the module doc). OOM propagates.
+    `impl`: a model built earlier to reuse (its gradients are dropped afterwards); None builds one for this size."""
     from trainbench.trainer.bench import _make_loss_module
     from trainbench.trainer.data import make_batch
     from trainbench.trainer.models import build_impl
@@ -131,7 +132,10 @@ def trial_step(cfg: BenchConfig, spec: ModelSpec, device, micro_batch: int) -> f
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    impl = build_impl(tcfg, spec, device)
+    own = impl is None
+    if own:
+        impl = build_impl(tcfg, spec, device)
+    opt = None
     try:
         loss_module = _make_loss_module(impl, tcfg)
         params = [p for p in loss_module.parameters() if p.requires_grad]
@@ -161,7 +165,9 @@ def trial_step(cfg: BenchConfig, spec: ModelSpec, device, micro_batch: int) -> f
         static += _storage_bytes([v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)])
         return float(static + activations)
     finally:
-        del impl
+        for p in impl.module.parameters():
+            p.grad = None
+        del opt, impl
         if is_cuda:
             torch.cuda.empty_cache()
 
@@ -208,10 +214,15 @@ def discover(cfg: BenchConfig, spec: ModelSpec, device, world=None, log=sys.stde
     capacity, source = capacity_bytes(cfg, device)
     budget = (1.0 - SAFETY_MARGIN) * capacity
     trials = []
+    shared = []  # without --ac auto the model does not depend on the size: build it once, reuse it
 
     def fits(m: int) -> bool:
         try:
-            peak = trial_step(cfg, spec, device, m)
+            if cfg.ac != "auto" and not shared:
+                from trainbench.trainer.models import build_impl
+
+                shared.append(build_impl(dataclasses.replace(cfg, micro_batch=1, batch_size=1), spec, device))
+            peak = trial_step(cfg, spec, device, m, shared[0] if shared else None)
             ok = peak <= budget
         except Exception as exc:  # noqa: BLE001 - an OOM is an answer; anything else is raised
             if not _is_oom(exc):
@@ -231,7 +242,12 @@ def discover(cfg: BenchConfig, spec: ModelSpec, device, world=None, log=sys.stde
         return ok
 
     t0 = time.perf_counter()
-    found, _ = search(fits)
+    try:
+        found, _ = search(fits)
+    finally:
+        shared.clear()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return {
         "micro_batch": found,
         "discovery_s": time.perf_counter() - t0,

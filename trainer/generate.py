@@ -9,7 +9,8 @@ eval mode under `torch.inference_mode`. Our own decoding loop (`decode`) over a 
   greedy): nothing is copied from row 0 (nanochat's "token broadcasting" bug), the result records how many
   distinct first tokens the rows drew;
 - decode: one token per step for every row until `--new-tokens` or until every row has produced an EOS token
-  (the config's `eos_token_id`); a row that finished is fed EOS and its later tokens are not counted.
+  (the config's `eos_token_id`; checked every EOS_CHECK_EVERY steps, a host sync); a row that finished is fed
+  EOS and its later tokens are not counted.
 
 Per batch size (`--gen-batch-sizes`, default 1,8,32,128; a warm-up generation, then `--steps` measured ones):
 - prefill tokens/s = B * P / prefill time; time to first token = prefill + first sampling, synchronised;
@@ -41,6 +42,7 @@ from trainbench.trainer.hardware import CPU_NOMINAL_BANDWIDTH, peak_bandwidth
 from trainbench.trainer.specs import ModelSpec
 
 FIRST_TOKEN_ID = 3
+EOS_CHECK_EVERY = 8  # decode steps between checks whether every row has finished (each check syncs the host)
 
 
 @dataclass
@@ -104,8 +106,8 @@ def decode(
     t_first = time.perf_counter()
     steps = 0
     seq = prompt
-    for _ in range(1, new_tokens):
-        if bool(finished.all()):
+    for i in range(1, new_tokens):
+        if i % EOS_CHECK_EVERY == 1 and bool(finished.all()):  # a host sync: not at every step
             break
         if use_cache:
             out = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True)
