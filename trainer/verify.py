@@ -635,8 +635,19 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _round(x, digits: int = 5):
+    if isinstance(x, float):
+        return float(f"{x:.{digits}g}")
+    if isinstance(x, dict):
+        return {k: _round(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v, digits) for v in x]
+    return x
+
+
 def slim_for_log(result: dict) -> dict:
-    """The generate/verify blocks of a result without per-prompt detail and spreads (the 4 KiB termination message)."""
+    """The generate/verify blocks of a result without per-prompt detail and spreads, numbers to 5 significant
+    digits (the 4 KiB termination message)."""
     r = dict(result)
     if isinstance(r.get("verify"), dict):
         v = dict(r["verify"])
@@ -648,12 +659,12 @@ def slim_for_log(result: dict) -> dict:
             }
             for cy in v.get("cycles") or []
         ]
-        r["verify"] = v
+        r["verify"] = _round(v)
     if isinstance(r.get("generate"), dict):
         g = dict(r["generate"])
         g["batches"] = [
             {k: ({"mean": x["mean"]} if isinstance(x, dict) and "mean" in x else x) for k, x in b.items()}
             for b in g.get("batches") or []
         ]
-        r["generate"] = g
+        r["generate"] = _round(g)
     return r
