@@ -29,7 +29,7 @@ def test_previous_and_pinned_baselines(cluster, kubectl, operator):
     def ended(name):
         return wait_for(
             lambda: (s := kubectl.get_json("br", name).get("status") or {}).get("resultsConfigMap") and s,
-            90,
+            180,
             f"run {name} to end",
             on_fail=operator.log,
         )

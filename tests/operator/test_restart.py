@@ -40,7 +40,7 @@ def test_restart_mid_run(cluster, kubectl, operator):
     def jobs():
         return kubectl.get_json("jobs")["items"]
 
-    first = wait_for(lambda: jobs(), 30, "the first Job", on_fail=operator.log)
+    first = wait_for(lambda: jobs(), 60, "the first Job", on_fail=operator.log)
     assert len(first) == 1  # maxConcurrent 1
     operator.kill()  # SIGKILL: no shutdown, no cleanup
     uid = first[0]["metadata"]["uid"]
@@ -50,13 +50,13 @@ def test_restart_mid_run(cluster, kubectl, operator):
         conds = [c["type"] for j in js for c in (j.get("status") or {}).get("conditions") or []]
         return "Complete" in conds
 
-    wait_for(first_complete, 60, "the first Job to complete while the operator is down")
+    wait_for(first_complete, 120, "the first Job to complete while the operator is down")
     assert len(jobs()) == 1  # nobody launched the second case meanwhile
 
     operator.start()
     status = wait_for(
         lambda: (s := kubectl.get_json("br", "restart").get("status") or {}).get("resultsConfigMap") and s,
-        120,
+        240,
         "the run to end after the restart",
         on_fail=operator.log,
     )

@@ -39,7 +39,7 @@ def test_suspend_and_kueue(cluster, operator):
     operator.liveness_port = free_port()
     operator.start()
     health = wait_for(
-        lambda: _get(f"http://127.0.0.1:{operator.liveness_port}/healthz"), 30, "/healthz", on_fail=operator.log
+        lambda: _get(f"http://127.0.0.1:{operator.liveness_port}/healthz"), 60, "/healthz", on_fail=operator.log
     )
     assert health == 200
     kubectl.apply(RUN)
@@ -47,16 +47,16 @@ def test_suspend_and_kueue(cluster, operator):
     def status():
         return kubectl.get_json("br", "queued").get("status") or {}
 
-    wait_for(lambda: status().get("phase") == "Suspended", 30, "phase Suspended", on_fail=operator.log)
+    wait_for(lambda: status().get("phase") == "Suspended", 60, "phase Suspended", on_fail=operator.log)
     assert kubectl.get_json("jobs")["items"] == []
 
     kubectl("patch", "br", "queued", "--type=merge", "-p", json.dumps({"spec": {"suspend": False}}))
-    jobs = wait_for(lambda: kubectl.get_json("jobs")["items"], 30, "the Job", on_fail=operator.log)
+    jobs = wait_for(lambda: kubectl.get_json("jobs")["items"], 60, "the Job", on_fail=operator.log)
     job = jobs[0]
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     st = wait_for(
         lambda: (s := status()).get("observedGeneration") == 2 and "Kueue" in s["cases"][0].get("message", "") and s,
-        30,
+        60,
         "the case to wait for Kueue",
     )
     assert st["cases"][0]["phase"] == "Pending" and st["phase"] == "Running"
@@ -64,7 +64,7 @@ def test_suspend_and_kueue(cluster, operator):
 
     kubectl("patch", "job", job["metadata"]["name"], "--type=merge", "-p", '{"spec": {"suspend": false}}')
     final = wait_for(
-        lambda: (s := status()).get("resultsConfigMap") and s, 90, "the admitted case to finish", on_fail=operator.log
+        lambda: (s := status()).get("resultsConfigMap") and s, 180, "the admitted case to finish", on_fail=operator.log
     )
     assert final["phase"] == "Succeeded" and final["cases"][0]["tps"] > 0
     assert kubectl.get_json("configmap", "queued-report")["metadata"]["namespace"] == "team-a"
