@@ -327,8 +327,10 @@ class HFTokenizer:
             ids = self.tok.apply_chat_template(
                 [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
             )
-            return list(ids["input_ids"] if isinstance(ids, dict) else ids)
-        return self.tok.encode(text)
+            if hasattr(ids, "keys") and "input_ids" in ids:  # a BatchEncoding (transformers >= 5)
+                ids = ids["input_ids"]
+            return [int(i) for i in ids]
+        return list(self.tok.encode(text))
 
     def decode(self, ids) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True)

@@ -129,3 +129,57 @@ def test_raft_finetune_lowers_the_loss_on_kept_samples():
     losses = V.raft_finetune(model, kept, cfg, torch.device("cpu"))
     assert len(losses) == 8 and losses[-1] < losses[0] * 0.8
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def _tokenizer_dir(path):
+    """A small byte-level BPE tokenizer with a chat template, saved like a model directory's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=alphabet)
+    tok.train_from_iterator(["int main() { return 0; }", "#include <iostream>", "Write a C++ program"] * 10, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast.chat_template = "{% for m in messages %}<s>{{ m['content'] }}</s>{% endfor %}<s>"
+    fast.save_pretrained(path)
+
+
+def test_verify_with_weights_tokenizer_and_own_prompt_set(tmp_path):
+    """--weights DIR (safetensors + tokenizer with a chat template) and --prompts FILE.jsonl."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from trainbench.trainer.bench import run_bench
+    from trainbench.trainer.config import parse_args
+    from trainbench.trainer.generate import build_eval_model
+    from trainbench.trainer.specs import resolve_model
+
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    base = ["--model", "tiny-qwen3", "--device", "cpu", "--metrics-port", "-1"]
+    torch.manual_seed(5)
+    model, _ = build_eval_model(
+        parse_args(["--type", "verify", *base]), resolve_model("tiny-qwen3"), torch.device("cpu")
+    )
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied, as HF saves
+    save_file(state, str(wdir / "model.safetensors"))
+    _tokenizer_dir(wdir)
+    prompts = tmp_path / "p.jsonl"
+    rows = [
+        {"id": "a", "prompt": "Write a C++ program", "expected_output": "1\n"},
+        {"id": "b", "prompt": "x", "expected_output": ""},
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--type", "verify", *base, "--weights", str(wdir), "--prompts", str(prompts), "--samples", "3"]
+    args += ["--new-tokens", "8", "--out-dir", str(tmp_path / "out")]
+    r = run_bench(parse_args(args))
+    v = r["verify"]
+    assert v["tokenizer"] == "HFTokenizer" and v["prompts"] == 2 and v["prompt_set"] == str(prompts)
+    assert v["cycles"][0]["score"]["samples"] == 6 and set(v["pass_at_k"]) == {"1", "2", "3"}
+    lines = (tmp_path / "out" / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(x)["prompt_id"] for x in lines] == ["a"] * 3 + ["b"] * 3
+    assert (tmp_path / "out" / "hardware.csv").read_text().startswith("time_s,power_w")
