@@ -58,7 +58,7 @@ def e2e_manifest(pool_a: dict, pool_b: dict) -> str:
             ],
         },
         "lora": {"rank": 4, "alpha": 8},
-        "steps": 2,
+        "steps": 3,
         "warmupSteps": 1,
         "timeoutSeconds": 300,
     }
@@ -191,7 +191,7 @@ def check_e2e(kubectl, operator, pool_a: dict, pool_b: dict, sim=None):
         if case["phase"] == "Succeeded":
             m = case["metrics"]
             assert m["tps"]["mean"] > 0 and m["step_time"]["mean"] > 0 and m["mfu"]["mean"] > 0
-            assert m["tps"]["n"] == 2  # two measured steps, the warm-up excluded
+            assert m["tps"]["n"] == 3  # three measured steps, the warm-up excluded
             assert case["node"] and case["image"] == pool_a["image"] and case["job"]
             assert case["started_at"] and case["finished_at"]
         else:
