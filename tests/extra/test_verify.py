@@ -183,3 +183,32 @@ def test_verify_with_weights_tokenizer_and_own_prompt_set(tmp_path):
     lines = (tmp_path / "out" / "samples.jsonl").read_text().splitlines()
     assert [json.loads(x)["prompt_id"] for x in lines] == ["a"] * 3 + ["b"] * 3
     assert (tmp_path / "out" / "hardware.csv").read_text().startswith("time_s,power_w")
+
+
+def test_raft_cycle_keeps_the_passing_samples_and_trains_on_them(tmp_path, monkeypatch):
+    """The RAFT loop's bookkeeping with passing samples: a stand-in sampler (random weights pass nothing) writes the
+    reference solution as the first of k samples; cycle 1 keeps exactly those and fine-tunes the real model."""
+    from trainbench.trainer.bench import run_bench
+    from trainbench.trainer.config import parse_args
+
+    seen = []
+
+    def sampler(model, tok, prompts, k, cfg, eos, device, generator, sync):
+        seen.append(sum(float(p.detach().sum()) for p in model.parameters()))
+        texts = {p["id"]: [f"```cpp\n{p['reference']}```"] + ["no code"] * (k - 1) for p in prompts}
+        ids = {p["id"]: [(tok.encode(p["prompt"])[:32], tok.encode(t)[:64]) for t in texts[p["id"]]] for p in prompts}
+        return texts, ids, {"tokens": 1, "seconds": 1.0, "tps": 1.0}
+
+    import json
+
+    monkeypatch.setattr(V, "sample_completions", sampler)
+    four = tmp_path / "four.jsonl"
+    four.write_text("".join(json.dumps(p) + "\n" for p in V.load_prompts()[:4]))
+    args = ["--type", "verify", "--model", "tiny-qwen3", "--device", "cpu", "--metrics-port", "-1", "--samples", "3"]
+    args += ["--raft-cycles", "1", "--steps", "2", "--lr", "1e-3", "--out-dir", str(tmp_path), "--prompts", str(four)]
+    v = run_bench(parse_args(args))["verify"]
+    c0, c1 = v["cycles"]
+    assert c0["kept"] is None and c0["score"]["pass_rate"] == pytest.approx(1 / 3)
+    assert c1["kept"] == 4 and len(c1["losses"]) == 2 and c1["losses"][1] < c1["losses"][0]
+    assert seen[0] != seen[1]  # cycle 1 sampled from the fine-tuned weights
+    assert v["pass_at_k"]["1"] == pytest.approx(1 / 3) and v["pass_at_k"]["3"] == 1.0
