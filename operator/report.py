@@ -393,7 +393,7 @@ def render_report(
     ]
     ok = [c for c in cases if c.get("phase") == "Succeeded"]
     lines += _model_sections([c for c in ok if c.get("type") not in T.NON_TRAINING])
-    lines += T.autobatch_section(ok) + T.generate_section(ok) + T.verify_section(ok)
+    lines += T.autobatch_section(ok) + T.generate_section(ok, cell) + T.verify_section(ok)
     if any(c.get("peak_flops_source") == "cpu-nominal" for c in ok):
         lines += ["† MFU against a nominal CPU peak (no GPU): compare it only with other CPU runs.", ""]
     lines += _failed_section(cases)

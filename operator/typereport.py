@@ -28,7 +28,9 @@ def _title(case: dict) -> str:
     return case.get("hf_name") or case.get("model") or "?"
 
 
-def generate_section(cases: list[dict]) -> list[str]:
+def generate_section(cases: list[dict], cell=None) -> list[str]:
+    """`cell(metric, value, verdict)` (report.cell) marks the headline batch size's decode tok/s and prefill MFU
+    with their verdicts against the baseline."""
     rows = [
         c for c in cases if c.get("type") == "generate" and isinstance((c.get("trainer") or {}).get("generate"), dict)
     ]
@@ -55,6 +57,12 @@ def generate_section(cases: list[dict]) -> list[str]:
                 )
                 continue
             ttft = _mean(b.get("ttft_s"))
+            decode = _num(_mean(b.get("decode_tps")))
+            mfu = _num(_mean(b.get("prefill_mfu")), "{:.2f}", "%")
+            vd = c.get("verdicts") or {}
+            if cell is not None and b["batch_size"] == g.get("headline_batch_size") and vd:
+                decode = cell("tps", _mean(b.get("decode_tps")), vd.get("tps"))
+                mfu = cell("mfu", _mean(b.get("prefill_mfu")), vd.get("mfu"))
             lines.append(
                 "| "
                 + " | ".join(
@@ -63,8 +71,8 @@ def generate_section(cases: list[dict]) -> list[str]:
                         str(b["batch_size"]),
                         _num(_mean(b.get("prefill_tps"))),
                         _num(None if ttft is None else ttft * 1e3, "{:.3g}", " ms"),
-                        _num(_mean(b.get("decode_tps"))),
-                        _num(_mean(b.get("prefill_mfu")), "{:.2f}", "%") + nominal,
+                        decode,
+                        mfu + nominal,
                         _num(_mean(b.get("decode_bandwidth_pct")), "{:.2f}", "%") + nominal,
                         f"{b.get('distinct_first_tokens', '–')}/{b['batch_size']}",
                     ]

@@ -125,3 +125,30 @@ def test_local_executor_runs_generate_and_verify(tmp_path):
     assert f"{C.OM_RESULT_GEN_DECODE_TPS}{{" in text and 'batch_size="4"' in text
     assert f"{C.OM_RESULT_VER_PASS_AT_K}{{" in text and 'k="2"' in text
     assert f"{C.OM_RESULT_VER_COMPILE_RATE}{{" in text
+
+
+def test_report_sections_mark_the_headline_verdicts():
+    from datetime import datetime, timezone
+
+    from trainbench.operator.report import render_report
+    from trainbench.operator.results import build_results
+
+    spec = {"pools": [{"name": "cpu", "hardware": "CPU"}], "matrix": {"models": ["tiny-qwen3"], "types": ["generate"]}}
+    (case,) = plan(spec)
+    s = {"mean": 100.0, "std": 1.0, "min": 99.0, "max": 101.0, "n": 2}
+    rows = [
+        {"batch_size": 1, "error": None, "decode_tps": s, "prefill_mfu": s, "ttft_s": s, "distinct_first_tokens": 1},
+        {"batch_size": 8, "error": "OutOfMemory: CUDA out of memory"},
+    ]
+    result = {
+        "config": {"type": "generate"},
+        "metrics": {"tps": s, "mfu": s},
+        "generate": {"prompt_len": 8192, "new_tokens": 128, "headline_batch_size": 1, "batches": rows},
+    }
+    now = datetime.now(timezone.utc)
+    doc = build_results("r", "s", spec, [case], {case.id: {"phase": "Succeeded", "result": result}}, now, now, {})
+    doc["cases"][0]["verdicts"] = {"tps": {"metric": "tps", "status": "regression", "change_pct": -20.0}}
+    text = render_report(doc)
+    assert "| 1 | – | 1e+05 ms | **100.0** :warning: (-20.0%) | 100.0% |" in text
+    assert "| 8 | **OutOfMemory: CUDA out of memory** |" in text
+    assert "## Code Verification" not in text and "## tiny-qwen3" not in text.split("## Generation")[0]
