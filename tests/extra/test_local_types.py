@@ -152,3 +152,23 @@ def test_report_sections_mark_the_headline_verdicts():
     assert "| 1 | – | 1e+05 ms | **100.0** :warning: (-20.0%) | 100.0% |" in text
     assert "| 8 | **OutOfMemory: CUDA out of memory** |" in text
     assert "## Code Verification" not in text and "## tiny-qwen3" not in text.split("## Generation")[0]
+
+
+def test_operator_job_of_a_generate_case_asks_for_one_gpu_and_parses():
+    from trainbench.operator import kube
+
+    spec = {
+        "pools": [{"name": "h100", "gpusPerNode": 8, "nodes": 2}],
+        "matrix": {"models": ["qwen3-0.6b"], "types": ["sft-full", "generate", "verify"], "seqLens": [4096]},
+    }
+    train, gen, ver = plan(spec)
+    run = {"metadata": {"name": "r", "namespace": "bench", "uid": "u"}}
+    for case, gpus in ((train, "8"), (gen, "1"), (ver, "1")):
+        job = kube.build_job(run, case, namespace="bench")
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
+        cmd = container.get("command", []) + container.get("args", [])
+        at = cmd.index("trainbench.trainer")
+        parsed = parse_args(cmd[at + 1 :])
+        assert parsed.type == case.type
+        assert f"--nproc-per-node={gpus}" in cmd and ("--standalone" in cmd) == (case.type != "sft-full")
