@@ -29,8 +29,8 @@ def test_finds_the_largest_micro_batch_under_a_cap_and_caches_it(tmp_path):
     spec = resolve_model("tiny-qwen3")
     cfg = parse_args([*BASE, "--micro-batch", "auto", "--cache-dir", str(tmp_path)])
     # the ground truth, by brute force: each size's measured footprint
-    fp = {m: A.trial_step(cfg, spec, CPU, m) for m in range(1, 9)}
-    assert all(fp[m + 1] > fp[m] for m in range(1, 8))
+    fp = {m: A.trial_step(cfg, spec, CPU, m) for m in range(1, 7)}
+    assert all(fp[m + 1] > fp[m] for m in range(1, 6))
     limit_gib = (fp[5] + fp[6]) / 2 / (1 - A.SAFETY_MARGIN) / 2**30  # 5 fits, 6 does not
     cfg = parse_args(
         [*BASE, "--micro-batch", "auto", "--cache-dir", str(tmp_path), "--memory-limit-gib", repr(limit_gib)]
