@@ -132,3 +132,21 @@ def test_dry_run_plans_eight_gpus(monkeypatch, capsys):
     plan = plan_layout(cfg("--model", "qwen3-4b", "--cp", "4", "--seq-len", "65536"), resolve_model("qwen3-4b"), 8)
     assert plan["dp"] == 2 and plan["tokens_per_rank_per_micro_batch"] == 16384
     assert plan["memory_gib_per_rank"]["fsdp"]["recompute"] < plan["memory_gib_per_rank"]["ddp"]["recompute"]
+
+
+def test_auto_ac_under_cp_uses_the_per_rank_plan(monkeypatch):
+    """--ac auto with CP counts T/cp tokens per rank: Qwen3-4B LoRA at 64k over CP=4 fits selective AC on an 80 GB
+    GPU (one process with all 64k tokens would need full recompute). The device is described, not present."""
+    from types import SimpleNamespace
+
+    from trainbench.trainer.models import qwen3_fast
+
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80 * 10**9))
+    gpu = SimpleNamespace(type="cuda")
+    spec = resolve_model("qwen3-4b")
+    args = ("--model", "qwen3-4b", "--type", "rl-lora", "--seq-len", "65536")
+    assert qwen3_fast.choose_ac_parallel(cfg(*args, "--cp", "4"), spec, gpu) == "selective"
+    assert qwen3_fast.choose_ac_parallel(cfg(*args, "--cp", "8"), spec, gpu) == "none"  # 8k tokens per rank
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=24 * 10**9))
+    assert qwen3_fast.choose_ac_parallel(cfg(*args, "--cp", "4"), spec, gpu) == "recompute"

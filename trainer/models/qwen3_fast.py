@@ -452,6 +452,22 @@ def choose_ac(spec, device, tokens: int, n_trainable: int, loss_chunk: int) -> s
     return "recompute"
 
 
+def choose_ac_parallel(cfg, spec, device) -> str:
+    """`--ac auto` under CP/EP: the per-rank plan of parallel/layout.py (T/cp tokens, E/ep experts, replicated
+    non-expert weights), with the same 1.12 margin and memory fraction as choose_ac."""
+    if device.type != "cuda":
+        return "none"
+    from trainbench.trainer.distributed import env_world
+    from trainbench.trainer.parallel import plan_layout
+
+    total = torch.cuda.get_device_properties(device).total_memory
+    per_mode = plan_layout(cfg, spec, env_world().size)["memory_gib_per_rank"]["ddp"]
+    for mode in AUTO_AC_ORDER:
+        if 1.12 * per_mode[mode] * 2**30 <= MEMORY_FRACTION * total:
+            return mode
+    return "recompute"
+
+
 _GQA_PROBE: dict = {}
 
 
@@ -517,7 +533,9 @@ def build(cfg, spec, device):
     model.train()
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     ac = cfg.ac
-    if ac == "auto":
+    if ac == "auto" and (cfg.cp > 1 or cfg.ep > 1):
+        ac = choose_ac_parallel(cfg, spec, device)
+    elif ac == "auto":
         ac = choose_ac(spec, device, cfg.micro_batch * cfg.seq_len, n_trainable, cfg.loss_chunk)
     gqa = probe_gqa(backend, device) if backend.startswith("sdpa") and device.type == "cuda" else "native"
     model.configure(attn_backend=backend, ac=ac, compile=cfg.compile and device.type == "cuda", gqa=gqa)
