@@ -9,7 +9,7 @@ import copy
 import json
 
 import yaml
-from conftest import wait_for
+from ophelpers import wait_for
 
 GOOD_SPEC = {
     "pools": [{"name": "cpu-a", "nodeSelector": {"trainbench.dev/test-pool": "a"}, "image": "trainer:test"}],

@@ -8,7 +8,7 @@ import json
 import urllib.request
 
 import yaml
-from conftest import wait_for
+from ophelpers import wait_for
 
 SPEC = {
     "suite": "reg",

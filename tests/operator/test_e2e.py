@@ -18,7 +18,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import Kubectl, Operator, wait_for
+from ophelpers import Kubectl, Operator, wait_for
 
 from trainbench.trainer.contract import STATES
 

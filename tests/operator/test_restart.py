@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import wait_for
 from kmock import action, resource
+from ophelpers import wait_for
 
 RUN = """
 apiVersion: trainbench.dev/v1alpha1

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from conftest import Kubectl, wait_for
 from kubesim import free_port
+from ophelpers import Kubectl, wait_for
 
 
 def _get(url: str) -> int | None:
