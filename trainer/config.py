@@ -222,7 +222,7 @@ def check_static(cfg: BenchConfig) -> None:
         raise BadConfig(f"--batch-size ({cfg.batch_size}) must be a multiple of --micro-batch ({cfg.micro_batch})")
     if cfg.docs_per_seq < 1:
         raise BadConfig("--docs-per-seq must be >= 1")
-    if cfg.seq_len < cfg.docs_per_seq * MIN_DOC_LEN:
+    if cfg.type in TRAIN_TYPES and cfg.seq_len < cfg.docs_per_seq * MIN_DOC_LEN:
         raise BadConfig(
             f"--seq-len {cfg.seq_len} is too short for {cfg.docs_per_seq} documents of at least {MIN_DOC_LEN} tokens"
         )
@@ -238,6 +238,8 @@ def check_static(cfg: BenchConfig) -> None:
         raise BadConfig("--lora-rank must be >= 1")
     if cfg.peak_tflops is not None and cfg.peak_tflops <= 0:
         raise BadConfig("--peak-tflops must be > 0")
+    if cfg.seq_len < 1:
+        raise BadConfig("--seq-len must be >= 1")
     if not cfg.gen_batch_sizes or min(cfg.gen_batch_sizes) < 1:
         raise BadConfig("--gen-batch-sizes needs batch sizes >= 1")
     if cfg.new_tokens < 1 or cfg.samples < 1 or cfg.raft_cycles < 0 or cfg.temperature < 0:

@@ -116,3 +116,13 @@ def test_termination_message_keeps_the_type_blocks_within_4_kib():
     assert back["generate"]["batches"][0]["decode_tps"] == {"mean": 1.5}
     assert back["verify"]["cycles"][2]["score"]["pass_at_k"] == {"1": 0.1}
     assert slim_for_log({"a": 1}) == {"a": 1}
+
+
+def test_short_prompts_are_allowed_for_generate_only():
+    from trainbench.trainer.config import BadConfig
+
+    assert parse_args(["--type", "generate", "--seq-len", "8"]).seq_len == 8
+    with pytest.raises(BadConfig):
+        parse_args(["--type", "sft-full", "--seq-len", "8"])
+    with pytest.raises(BadConfig):
+        parse_args(["--type", "generate", "--seq-len", "0"])
