@@ -13,7 +13,9 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from trainbench.operator.api import BenchmarkRunSpec, CaseSelector, Pool, SpecError, parse_spec
+from trainbench.trainer.config import BadConfig, parse_args
 from trainbench.trainer.contract import LORA_TYPES, SINGLE_GPU_TYPES, TRAIN_TYPES
+from trainbench.trainer.parallel.layout import validate as validate_layout
 from trainbench.trainer.specs import UnknownModelError, resolve_model
 
 MAX_CASES = 500
@@ -168,6 +170,16 @@ def _check_parallelism(spec_model, type_: str, ep: int, cp: int, pool: Pool, whe
             raise SpecError(where, f"{name}={degree} does not divide the {pool.gpus} GPUs of pool {pool.name!r}")
 
 
+def _check_trainer_accepts(case: Case) -> None:
+    """Refuse at plan time what the trainer would refuse at run time: the trainer's own argument parsing
+    and parallel-layout checks run on the case's exact arguments (one place for each rule)."""
+    try:
+        cfg = parse_args(case.trainer_args())
+        validate_layout(cfg, resolve_model(case.model), world_size=case.gpus)
+    except BadConfig as e:
+        raise SpecError("spec.matrix", f"case {case.id}: {e}") from None
+
+
 def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
     """Expand the matrix into cases; raise SpecError naming the field for anything that cannot run."""
     if isinstance(spec, dict):
@@ -250,6 +262,8 @@ def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
                 **values,
             )
         )
+    for case in cases:
+        _check_trainer_accepts(case)
     if not cases:
         raise SpecError("spec.matrix", "the matrix plans no cases (everything excluded?)")
     if len(cases) > MAX_CASES:

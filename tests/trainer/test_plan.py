@@ -89,6 +89,21 @@ def test_ids_change_with_configuration():
         ({"batchSize": 3, "microBatch": 2}, "spec", "multiple of microBatch"),
         ({"baseline": {"source": "configMap"}}, "spec.baseline", "configMap is required"),
         ({"matrix": {"include": [{"type": "sft-full"}]}}, "spec.matrix.include[0]", "needs at least a model"),
+        # refused by the trainer's own checks, at plan time
+        ({"matrix": {"seqLens": [16]}}, "spec.matrix", "too short for"),
+        (
+            {
+                "pools": [{"name": "h100", "gpusPerNode": 4}],
+                "matrix": {"models": ["tiny-qwen3-moe"], "ep": [2], "cp": [2]},
+            },
+            "spec.matrix",
+            "--cp and --ep together are not supported",
+        ),
+        (
+            {"pools": [{"name": "h100", "gpusPerNode": 4}], "matrix": {"cp": [4], "seqLens": [8196]}},
+            "spec.matrix",
+            "must be a multiple of it",
+        ),
     ],
 )
 def test_bad_specs_name_the_field(over, field, text):
