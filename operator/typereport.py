@@ -90,8 +90,8 @@ def generate_section(cases: list[dict], cell=None) -> list[str]:
     lines.append("")
     lines += notes + ([""] if notes else [])
     lines += [
-        "> Decode tok/s counts each sequence's tokens up to its EOS; Prefill MFU uses 2·N_active + attention forward "
-        "FLOPs per prompt token; Decode BW is (weights + KV cache bytes read per step) / step time / peak memory "
+        "> Decode tok/s counts each sequence's tokens up to its EOS; Prefill MFU uses 2·N_active (LM head once per row) + "
+        "attention forward FLOPs per prompt token; Decode BW is (weights + KV cache bytes read per step) / step time / peak memory "
         "bandwidth; Distinct 1st: distinct first tokens sampled over the batch (one prompt repeated: >1 shows "
         "independent sampling). † against nominal CPU peaks.",
         "",

@@ -15,8 +15,9 @@ eval mode under `torch.inference_mode`. Our own decoding loop (`decode`) over a 
 Per batch size (`--gen-batch-sizes`, default 1,8,32,128; a warm-up generation, then `--steps` measured ones):
 - prefill tokens/s = B * P / prefill time; time to first token = prefill + first sampling, synchronised;
 - decode tokens/s = counted tokens after the first / decode time; decode step time = decode time / steps;
-- prefill MFU = (2 * N_active + attention forward FLOPs/token) * prefill tokens/s / peak FLOP/s, the attention
-  term being a third of the training formula's 12 * L * H * q * P (forward only);
+- prefill MFU = (2 * (N_active - LM head) + attention forward FLOPs/token + 2 * LM head / P) * prefill tokens/s /
+  peak FLOP/s: the attention term is a third of the training formula's 12 * L * H * q * P (forward only), and the
+  LM head runs for the last position of each row only;
 - decode bandwidth utilisation = bytes read per step (weights: N_active parameters at the run's dtype, plus the
   K and V cache of every row up to the step's context) / step time / peak memory bandwidth (`hardware.py`).
   For a mixture of experts N_active counts the routed experts of one token: at large batches more experts are
@@ -146,7 +147,10 @@ def decode_bytes(spec: ModelSpec, elem: int, batch: int, prompt_len: int, steps:
 
 
 def prefill_flops_per_token(spec: ModelSpec, prompt_len: int) -> float:
-    return 2 * spec.n_active() + spec.attention_flops_per_token(prompt_len) / 3
+    """Forward FLOPs per prompt token: 2 x the active projections, attention's forward (a third of the training
+    formula's), and the LM head once per row (only the last position's logits are computed)."""
+    head = spec.hidden * spec.vocab
+    return 2 * (spec.n_active() - head) + spec.attention_flops_per_token(prompt_len) / 3 + 2 * head / prompt_len
 
 
 def resolve_bandwidth(cfg: BenchConfig, device) -> tuple[float, str]:

@@ -72,7 +72,8 @@ def test_byte_and_flop_counts():
     # one step at context P + 1 for one row: weights once + (P + 1) tokens of K/V
     assert G.decode_bytes(spec, 4, 1, 10, 1) == spec.n_active() * 4 + G.kv_bytes_per_token(spec, 4) * 11
     assert G.decode_bytes(spec, 2, 3, 10, 2) == spec.n_active() * 2 * 2 + G.kv_bytes_per_token(spec, 2) * 3 * (11 + 12)
-    assert G.prefill_flops_per_token(spec, 64) == 2 * spec.n_active() + 4 * 2 * 4 * 16 * 64
+    head = 64 * 512  # hidden x vocab: the LM head runs once per row, for the last position
+    assert G.prefill_flops_per_token(spec, 64) == 2 * (spec.n_active() - head) + 4 * 2 * 4 * 16 * 64 + 2 * head / 64
 
 
 def test_run_generate_result(tmp_path):
