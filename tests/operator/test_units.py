@@ -288,7 +288,10 @@ def _observed(cases, run, finished=(), running=()):
 
 def test_reconcile_launches_up_to_max_concurrent_and_converges():
     spec = api.parse_spec(
-        {"pools": [{"name": "h100", "maxConcurrent": 2}], "matrix": {"models": ["qwen3-0.6b"], "seqLens": [1, 2, 3]}}
+        {
+            "pools": [{"name": "h100", "maxConcurrent": 2}],
+            "matrix": {"models": ["qwen3-0.6b"], "seqLens": [1024, 2048, 4096]},
+        }
     )
     cases = plan(spec)
     run = copy.deepcopy(RUN)
@@ -364,7 +367,10 @@ def test_results_json_fits_a_configmap():
     from trainbench.operator import handlers, results
 
     spec = api.parse_spec(
-        {"pools": [{"name": "h100"}], "matrix": {"models": ["qwen3-0.6b"], "seqLens": list(range(1, 401))}}
+        {
+            "pools": [{"name": "h100"}],
+            "matrix": {"models": ["qwen3-0.6b"], "seqLens": list(range(1024, 1024 + 8 * 400, 8))},
+        }
     )
     cases = plan(spec)
     big = {"status": "ok", "metrics": {"tps": {"mean": 1.0}}, "config": {"note": "x" * 4000}, "environment": {"a": "b"}}
