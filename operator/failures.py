@@ -80,6 +80,14 @@ def _unschedulable(pod: dict) -> dict | None:
     return None
 
 
+def _failed_at(pod: dict) -> str:
+    """When a pod's container ended with a non-zero exit code (ISO time sorts as text); pods that did not fail last."""
+    t = terminated(pod) or {}
+    if t.get("exitCode") in (0, None) and (pod.get("status") or {}).get("reason") != "Evicted":
+        return "~"
+    return t.get("finishedAt") or "~"
+
+
 def classify_pod(pod: dict, logs: str | None = None) -> Verdict:
     """A finished (or stuck) pod -> Verdict. `logs`: the container's log (for the last lines)."""
     status = pod.get("status") or {}
@@ -125,7 +133,9 @@ def classify(
             msg = failed.get("message") or "the Job ran past activeDeadlineSeconds"
             tail = collect.log_tail(logs)
             return Verdict("Failed", "Timeout", msg + (f"; last log lines:\n{tail}" if tail else ""), terminal=True)
-        for pod in pods:
+        # several pods (multi-node): the case fails with the reason of the pod that failed first; the
+        # others usually fail because their peer went away
+        for pod in sorted(pods, key=_failed_at):
             v = classify_pod(pod, logs if pod is rank0 else None)
             if v.terminal and v.phase != "Succeeded":
                 return v

@@ -108,17 +108,33 @@ def _quantity_resources(case: Case, resource_name: str, cpu: str | None, memory:
 
 
 def trainer_command(case: Case, run: str, name: str, metrics_port: int = METRICS_PORT) -> list[str]:
-    """torchrun with one process per GPU, then the trainer with exactly `Case.trainer_args()`."""
+    """torchrun with one process per GPU, then the trainer with exactly `Case.trainer_args()`.
+
+    One node: `--standalone`. Several nodes: the node rank, the rendezvous address and port come from the
+    PET_* environment (`torchrun_env`), the contract Kubeflow Trainer uses, so the command is the same on
+    every pod of the Indexed Job."""
     cmd = ["torchrun", f"--nproc-per-node={case.gpus_per_node}", f"--nnodes={case.nodes}"]
-    if case.nodes > 1:
-        cmd += [
-            "--node-rank=$(JOB_COMPLETION_INDEX)",
-            f"--master-addr={name}-0.{name}",
-            f"--master-port={RDZV_PORT}",
-        ]
-    else:
+    if case.nodes == 1:
         cmd += ["--standalone"]
     return cmd + ["-m", "trainbench.trainer", *case.trainer_args(run=run, metrics_port=metrics_port)]
+
+
+def torchrun_env(case: Case, name: str) -> list[dict]:
+    """torchrun reads PET_<OPTION> for each option it is not given (Kubeflow Trainer's environment contract):
+    PET_NODE_RANK is the pod's completion index, PET_MASTER_ADDR the stable DNS name of index 0 behind the
+    headless Service `name` (the Job's pods get hostnames `<job>-<index>` under subdomain `name`)."""
+    env = [
+        {"name": "PET_NNODES", "value": str(case.nodes)},
+        {"name": "PET_NPROC_PER_NODE", "value": str(case.gpus_per_node)},
+    ]
+    if case.nodes > 1:
+        index = {"fieldRef": {"fieldPath": f"metadata.annotations['{L_JOB_INDEX}']"}}
+        env += [
+            {"name": "PET_NODE_RANK", "valueFrom": index},
+            {"name": "PET_MASTER_ADDR", "value": f"{name}-0.{name}"},
+            {"name": "PET_MASTER_PORT", "value": str(RDZV_PORT)},
+        ]
+    return env
 
 
 def build_job(
@@ -154,6 +170,7 @@ def build_job(
             {"name": "TRAINBENCH_CASE", "value": case.id},
             {"name": "TRAINBENCH_POOL", "value": case.pool},
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            *torchrun_env(case, name),
         ],
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"}],
         "resources": _quantity_resources(case, resource_name, cpu, memory),

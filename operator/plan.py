@@ -94,7 +94,7 @@ class Case:
             "--pool", self.pool,
         ]  # fmt: skip
         if run:
-            args += ["--run", run]
+            args += ["--run-name", run]  # not `--run`: torchrun would take it for an abbreviation of --run-path
         if self.peak_tflops:
             args += ["--peak-tflops", repr(self.peak_tflops)]
         if self.lora_rank:

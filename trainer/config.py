@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
     p.add_argument("--case", default=d.case)
     p.add_argument("--pool", default=d.pool)
-    p.add_argument("--run", default=d.run)
+    p.add_argument("--run-name", dest="run", default=d.run)  # `--run` is ambiguous under torchrun (--run-path)
     p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s per device (overrides table)")
     p.add_argument("--lora-rank", type=int, default=None)
     p.add_argument("--lora-alpha", type=float, default=None)

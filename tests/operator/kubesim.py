@@ -585,14 +585,19 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def translate_command(container: dict, python: str, output: Path) -> list[str]:
+def translate_command(container: dict, python: str, output: Path, env: dict | None = None) -> list[str]:
     """`torchrun [opts] -m trainbench.trainer ARGS` -> `python -m trainbench.trainer ARGS --device cpu
-    --output FILE` (one process: the tests run tiny configs on CPU)."""
+    --output FILE` (one process: the tests run tiny configs on CPU). A pod of a multi-node case
+    (PET_NNODES > 1) runs torchrun for real, one CPU process per pod, so the pods rendezvous through the
+    PET_* environment exactly as on a cluster."""
     cmd = list(container.get("command") or []) + list(container.get("args") or [])
     if "-m" not in cmd:
         raise ValueError(f"cannot run {cmd!r} here: expected torchrun ... -m MODULE ...")
     i = cmd.index("-m")
-    return [python, "-m", *cmd[i + 1 :], "--device", "cpu", "--output", str(output)]
+    tail = [*cmd[i + 1 :], "--device", "cpu", "--output", str(output)]
+    if int((env or {}).get("PET_NNODES", "1")) > 1:
+        return [python, "-m", "torch.distributed.run", "--nproc-per-node=1", "-m", *tail]
+    return [python, "-m", *tail]
 
 
 class Controllers:
@@ -602,6 +607,7 @@ class Controllers:
         self.sim, self.nodes, self.workdir, self.period = sim, nodes, workdir, period
         self.procs: dict[str, dict] = {}  # pod uid -> {proc, started, log, term, limit, ns, name}
         self.max_running: dict[str, int] = {}  # pool -> most pods running at once (for maxConcurrent checks)
+        self.rdzv_ports: dict[str, int] = {}  # Job uid -> the rendezvous port its pods share
 
     async def setup(self) -> None:
         for node in self.nodes:
@@ -653,8 +659,12 @@ class Controllers:
         ]
         if not status.get("startTime"):
             await self.sim.patch(JOBS, ns, meta["name"], {"status": {"startTime": now_iso(), "active": 0}})
-        if not pods:
-            await self._create_pod(job)
+        want = int(spec.get("completions") or 1) if spec.get("completionMode") == "Indexed" else 1
+        have = {(p["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-completion-index", "0") for p in pods}
+        missing = [i for i in range(want) if str(i) not in have]
+        if missing:
+            for index in missing:
+                await self._create_pod(job, index)
             return
         phases = [(p.get("status") or {}).get("phase") for p in pods]
         deadline = spec.get("activeDeadlineSeconds")
@@ -692,7 +702,7 @@ class Controllers:
             st.update(failed=1)
         await self.sim.patch(JOBS, job["metadata"]["namespace"], job["metadata"]["name"], {"status": st})
 
-    async def _create_pod(self, job: dict) -> None:
+    async def _create_pod(self, job: dict, index: int = 0) -> None:
         tmpl = copy.deepcopy(job["spec"]["template"])
         meta = tmpl.setdefault("metadata", {})
         name = f"{job['metadata']['name'][:57]}-{uuid.uuid4().hex[:5]}"
@@ -700,7 +710,9 @@ class Controllers:
         labels.update({"job-name": job["metadata"]["name"], "controller-uid": job["metadata"]["uid"]})
         labels["batch.kubernetes.io/job-name"] = job["metadata"]["name"]
         if job["spec"].get("completionMode") == "Indexed":
-            labels["batch.kubernetes.io/job-completion-index"] = "0"
+            labels["batch.kubernetes.io/job-completion-index"] = str(index)
+            meta.setdefault("annotations", {})["batch.kubernetes.io/job-completion-index"] = str(index)
+            tmpl["spec"]["hostname"] = f"{job['metadata']['name']}-{index}"
         port = free_port()  # each pod its own metrics port (they all share 127.0.0.1 here)
         meta.setdefault("annotations", {})["trainbench.dev/metrics-port"] = str(port)
         for c in tmpl["spec"]["containers"]:
@@ -801,15 +813,23 @@ class Controllers:
         c = pod["spec"]["containers"][0]
         d = Path(tempfile.mkdtemp(prefix=f"{meta['name'][:40]}-", dir=self.workdir))
         term, logf = d / "termination-log", d / "log"
-        argv = translate_command(c, sys.executable, term)
         env = {
             k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
         }
         for e in c.get("env") or []:
             if "value" in e:
                 env[e["name"]] = e["value"]
-            elif (e.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
+                continue
+            path = (e.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath", "")
+            if path == "spec.nodeName":
                 env[e["name"]] = pod["spec"]["nodeName"]
+            elif m := re.fullmatch(r"metadata\.(annotations|labels)\['([^']+)'\]", path):
+                env[e["name"]] = (meta.get(m.group(1)) or {}).get(m.group(2), "")
+        if int(env.get("PET_NNODES", "1")) > 1:  # the headless Service's DNS name of index 0, on this machine
+            owner = next(o["uid"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job")
+            env["PET_MASTER_ADDR"] = "127.0.0.1"
+            env["PET_MASTER_PORT"] = str(self.rdzv_ports.setdefault(owner, free_port()))
+        argv = translate_command(c, sys.executable, term, env)
         limits = (c.get("resources") or {}).get("limits") or {}
         env["OMP_NUM_THREADS"] = str(
             max(

@@ -187,7 +187,29 @@ def test_job_multi_node_and_kueue():
         svc["spec"]["clusterIP"] == "None" and job["spec"]["template"]["spec"]["subdomain"] == svc["metadata"]["name"]
     )
     cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "--nnodes=2" in cmd and f"--master-addr={job['metadata']['name']}-0.{svc['metadata']['name']}" in cmd
+    assert "--nnodes=2" in cmd and "--standalone" not in cmd
+    # Kubeflow Trainer's environment contract: torchrun reads the rank and the rendezvous from PET_*
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PET_NNODES"]["value"] == "2" and env["PET_NPROC_PER_NODE"]["value"] == str(case.gpus_per_node)
+    assert env["PET_MASTER_ADDR"]["value"] == f"{job['metadata']['name']}-0.{svc['metadata']['name']}"
+    assert env["PET_MASTER_PORT"]["value"] == str(K.RDZV_PORT)
+    index_ref = env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index_ref == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+
+def test_multi_node_failure_takes_the_reason_of_the_pod_that_failed_first():
+    def pod(index, exit_code, reason, finished):
+        term = {"exitCode": exit_code, "reason": reason, "finishedAt": finished, "message": ""}
+        return {
+            "metadata": {"labels": {K.L_JOB_INDEX: str(index)}},
+            "status": {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {"terminated": term}}]},
+        }
+
+    job = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]}}
+    rank0 = pod(0, 1, "Error", "2026-11-22T03:00:09Z")  # lost its peer
+    rank1 = pod(1, 137, "OOMKilled", "2026-11-22T03:00:05Z")  # the cause
+    v = failures.classify(job, [rank0, rank1], now=datetime.now(timezone.utc))
+    assert (v.phase, v.reason) == ("Failed", "OOMKilled")
 
 
 def test_names_are_deterministic_and_distinct():

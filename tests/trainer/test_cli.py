@@ -42,7 +42,9 @@ def result_line(stdout: str) -> dict:
 
 def test_subprocess_run_prints_table_and_result_and_writes_output(tmp_path):
     out = tmp_path / "sub" / "result.json"
-    p = run_cli([*TINY, "--type", "rl-full", "--ac", "recompute", "--output", str(out), "--case", "c1", "--run", "r1"])
+    p = run_cli(
+        [*TINY, "--type", "rl-full", "--ac", "recompute", "--output", str(out), "--case", "c1", "--run-name", "r1"]
+    )
     assert p.returncode == 0, p.stderr
     res = result_line(p.stdout)
     assert json.loads(out.read_text()) == res

@@ -36,7 +36,7 @@ def test_lora_settings_only_on_lora_cases():
     assert all(c.lora_rank is None for c in cases if c.type != "rl-lora")
     args = lora[0].trainer_args(run="r1")
     assert args[args.index("--lora-rank") + 1] == "16"
-    assert "--run" in args and "--peak-tflops" not in args
+    assert "--run-name" in args and "--peak-tflops" not in args
 
 
 def test_pool_settings_flow_into_cases():
@@ -116,3 +116,22 @@ def test_bad_specs_name_the_field(over, field, text):
 def test_parse_spec_rejects_non_objects():
     with pytest.raises(SpecError, match="must be an object"):
         parse_spec(["not", "a", "spec"])
+
+
+def test_trainer_args_survive_torchrun_parsing():
+    # torchrun parses everything after `-m MODULE` too and expands abbreviations: no trainer option may be a
+    # prefix of one of torchrun's (`--run` once was: "ambiguous option: --run could match --run-path")
+    from torch.distributed.run import get_args_parser
+
+    case = plan(spec())[1]
+    args = get_args_parser().parse_args(
+        [
+            "--standalone",
+            "--nproc-per-node=1",
+            "-m",
+            "trainbench.trainer",
+            *case.trainer_args(run="r1", metrics_port=9400),
+        ]
+    )
+    assert args.training_script == "trainbench.trainer"
+    assert args.training_script_args == case.trainer_args(run="r1", metrics_port=9400)
