@@ -162,13 +162,15 @@ class _Bar:
         self.bar.set_postfix(post, refresh=False)
         self.bar.refresh()
 
-    def close(self, phase: str) -> None:
+    def close(self, phase: str, result: dict | None = None) -> None:
         if self.plain:
-            extra = ""
-            if self.last.get("tps"):
-                extra += f", last step {self.last['tps']:.4g} tok/s"
-            if self.last.get("mfu"):
-                extra += f", {self.last['mfu']:.3g}% MFU"
+            metrics = (result or {}).get("metrics") or {}
+            tps, mfu = (metrics.get("tps") or {}).get("mean"), (metrics.get("mfu") or {}).get("mean")
+            extra = f", {(metrics.get('tps') or {}).get('n') or 0} measured steps"
+            if tps:
+                extra += f", mean {tps:.4g} tok/s"
+            if mfu:
+                extra += f", {mfu:.3g}% MFU"
             print(f"{self.label}: {phase}{extra}", file=sys.stderr, flush=True)
         if self.bar is None:
             return
@@ -248,7 +250,7 @@ def run_case(case: Case, run: str, device: str, gpus: int, opts: LocalOptions, l
     )
     if result is not None and progress is not None and result.get("status") == "ok":
         progress = {**progress, "state": "done"}
-    bar.close(phase if not reason else f"{phase}: {reason}")
+    bar.close(phase if not reason else f"{phase}: {reason}", result)
     env_info = (result or {}).get("environment") or {}
     outcome = {
         "phase": phase,
