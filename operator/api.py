@@ -123,6 +123,16 @@ class Verify(_Model):
     run_memory_mib: int = Field(default=256, ge=16)
 
 
+MultiNodeEngine = Literal["Job", "JobSet"]
+
+
+class MultiNode(_Model):
+    """How a case on a pool of several nodes runs (a one-node case is always one plain Job). A setting of the
+    run, not of a pool: whether the cluster serves JobSet is a property of the cluster, the same for every pool."""
+
+    engine: MultiNodeEngine = "Job"
+
+
 class Baseline(_Model):
     """Where the numbers to compare against come from."""
 
@@ -168,6 +178,7 @@ class BenchmarkRunSpec(_Model):
     timeout_seconds: int = Field(default=3600, ge=30)
     suspend: bool = False
     queue_name: str | None = None
+    multi_node: MultiNode = Field(default_factory=MultiNode)
     baseline: Baseline = Field(default_factory=Baseline)
     thresholds: Thresholds = Field(default_factory=Thresholds)
 

@@ -55,6 +55,20 @@ def job_condition(job: dict, type_: str) -> dict | None:
     return None
 
 
+def classify_jobset(jobset: dict) -> Verdict:
+    """A case's JobSet before (or without) its child Job: its own conditions and suspension say where it is.
+    Once the child Job exists, `classify` of that Job and its pods decides (they carry the pods' reasons)."""
+    failed = job_condition(jobset, "Failed")
+    if failed is not None:
+        msg = failed.get("message") or "the JobSet failed"
+        return Verdict("Failed", "Error", f"JobSet failed ({failed.get('reason') or 'Failed'}): {msg}", terminal=True)
+    if job_condition(jobset, "Completed") is not None:
+        return Verdict("Succeeded", None, "", terminal=True)
+    if (jobset.get("spec") or {}).get("suspend"):
+        return Verdict("Pending", None, "the JobSet is suspended (waiting for Kueue to admit it)")
+    return Verdict("Pending", None, "waiting for the JobSet's Job")
+
+
 def container_status(pod: dict) -> dict:
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         if cs.get("name") == CONTAINER:

@@ -1,7 +1,8 @@
 """The kopf handlers: thin I/O around the pure `reconcile` module.
 
 One timer per BenchmarkRun recomputes everything from what is in the cluster (level-based): list the
-run's Jobs and Pods, scrape the running rank-0 pods, read termination messages and logs of pods that
+run's Jobs (and JobSets, for a run with multiNode.engine JobSet, after asking discovery whether the cluster
+serves them) and Pods, scrape the running rank-0 pods, read termination messages and logs of pods that
 ended, then create the Jobs the pools have room for, write the status and post an Event per transition.
 When every case has ended it writes the `<run>-results` and `<run>-report` ConfigMaps. A spec that
 cannot run gets phase Failed, a SpecValid=False condition and a Warning Event naming the field; other
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -38,6 +40,7 @@ class Config:
     watch_server_timeout: int = 300  # the API server ends each watch after this long; kopf re-lists
     watch_client_timeout: int = 330
     log_lines: int = 20
+    discovery_ttl: float = 60.0  # seconds a discovery answer (is the JobSet API served?) is reused
     pod_annotations: dict = field(default_factory=dict)  # added to every trainer pod (e.g. prometheus.io/scrape)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
 
@@ -58,6 +61,32 @@ class Api:
         self.client = client
         self.core = client.CoreV1Api()
         self.batch = client.BatchV1Api()
+        self.custom = client.CustomObjectsApi()
+        self._served: dict[tuple[str, str, str], tuple[float, bool]] = {}
+
+    def served(self, group: str, version: str, plural: str, ttl: float = 60.0) -> bool | None:
+        """Whether the cluster serves `plural` in `group/version` (discovery; the answer is kept `ttl` seconds,
+        so a JobSet installed later is found). None when discovery itself failed (ask again next time)."""
+        key = (group, version, plural)
+        cached = self._served.get(key)
+        if cached is not None and time.monotonic() - cached[0] < ttl:
+            return cached[1]
+        try:
+            r = self.custom.get_api_resources(group, version, _preload_content=False)
+            found = any(res.get("name") == plural for res in self._json(r).get("resources") or [])
+        except self.client.ApiException as e:
+            if e.status != 404:
+                log.warning("discovery of %s/%s failed: %s", group, version, e.reason)
+                return None
+            found = False
+        self._served[key] = (time.monotonic(), found)
+        return found
+
+    def list_jobsets(self, ns: str, selector: str) -> list[dict]:
+        r = self.custom.list_namespaced_custom_object(
+            K.JOBSET_GROUP, K.JOBSET_VERSION, ns, K.JOBSET_PLURAL, label_selector=selector, _preload_content=False
+        )
+        return self._json(r).get("items") or []
 
     @staticmethod
     def _json(resp) -> dict:
@@ -103,6 +132,10 @@ class Api:
                 self.core.create_namespaced_service(ns, obj, _preload_content=False)
             elif obj["kind"] == "ConfigMap":
                 self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+            elif obj["kind"] == "JobSet":
+                self.custom.create_namespaced_custom_object(
+                    K.JOBSET_GROUP, K.JOBSET_VERSION, ns, K.JOBSET_PLURAL, obj, _preload_content=False
+                )
             else:  # pragma: no cover - builders only make these
                 raise ValueError(obj["kind"])
         except self.client.ApiException as e:
@@ -123,6 +156,21 @@ class Api:
             if e.status != 404:
                 raise
 
+    def delete_jobset(self, ns: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                K.JOBSET_GROUP,
+                K.JOBSET_VERSION,
+                ns,
+                K.JOBSET_PLURAL,
+                name,
+                propagation_policy="Background",
+                _preload_content=False,
+            )
+        except self.client.ApiException as e:
+            if e.status != 404:
+                raise
+
 
 # --- one reconciliation ---------------------------------------------------------------------------------
 
@@ -133,9 +181,16 @@ def default_suite(run_name: str) -> str:
     return base or run_name
 
 
-def observe(api: Api, ns: str, run_name: str, config: Config) -> reconcile.Observed:
+def observe(api: Api, ns: str, run_name: str, config: Config, jobsets: bool = False) -> reconcile.Observed:
+    """What the run has in the cluster. `jobsets`: the run asks for JobSets (spec.multiNode.engine JobSet), so
+    ask discovery whether they are served and list the run's JobSets; their child Jobs carry the run's labels
+    (from the replicated Job's template) and are listed with the plain Jobs."""
     sel = K.run_selector(run_name)
     jobs = {j["metadata"]["name"]: j for j in api.list_jobs(ns, sel)}
+    jobset_api = (
+        api.served(K.JOBSET_GROUP, K.JOBSET_VERSION, K.JOBSET_PLURAL, config.discovery_ttl) if jobsets else None
+    )
+    jobset_objs = {j["metadata"]["name"]: j for j in api.list_jobsets(ns, sel)} if jobset_api else {}
     pods: dict[str, list[dict]] = {}
     for pod in api.list_pods(ns, sel):
         owner = next((o["name"] for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "Job"), None)
@@ -146,7 +201,7 @@ def observe(api: Api, ns: str, run_name: str, config: Config) -> reconcile.Obser
         group.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
         group.sort(key=lambda p: not K.is_rank0(p))
         pods[name] = group
-    observed = reconcile.Observed(jobs=jobs, pods=pods)
+    observed = reconcile.Observed(jobs=jobs, pods=pods, jobsets=jobset_objs, jobset_api=jobset_api)
     for name, group in pods.items():
         rank0 = group[0]
         case_id = (rank0["metadata"].get("labels") or {}).get(K.L_CASE) or ""
@@ -271,7 +326,8 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         return
 
     suite = spec.suite or default_suite(name)
-    observed = observe(api, ns, name, config)
+    wants_jobsets = any(K.engine(c, spec.multi_node.engine) == K.ENGINE_JOBSET for c in cases)
+    observed = observe(api, ns, name, config, jobsets=wants_jobsets)
     out = reconcile.reconcile(
         body,
         spec,
@@ -289,6 +345,8 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
             logger.info("created %s %s", obj["kind"], obj["metadata"]["name"])
     for job in out.delete_jobs:
         api.delete_job(ns, job)
+    for jobset in out.delete_jobsets:
+        api.delete_jobset(ns, jobset)
     new = out.status
     doc = None
     if out.all_ended and not status.get("resultsConfigMap"):

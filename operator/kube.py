@@ -1,8 +1,10 @@
 """Kubernetes objects for a BenchmarkRun: pure builders (dicts in, dicts out), no I/O.
 
 One batch/v1 Job per case, named deterministically from the run and the case id so that a restarted
-operator finds the Jobs it created instead of creating them twice. Every object is owned by the run
-(ownerReferences), so deleting the run deletes its Jobs, Services and ConfigMaps.
+operator finds the Jobs it created instead of creating them twice; a case on several nodes is an Indexed
+Job with a headless Service, or (spec.multiNode.engine JobSet) one jobset.x-k8s.io/v1alpha2 JobSet whose
+single replicated Job is that same Indexed Job. Every object is owned by the run (ownerReferences), so
+deleting the run deletes its Jobs, JobSets, Services and ConfigMaps.
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ A_METRICS_PORT = "trainbench.dev/metrics-port"  # on the pod template: where ran
 A_CASE = "trainbench.dev/case-config"  # on the Job: the case as JSON (for humans and `kubectl describe`)
 MANAGER = "trainbench-operator"
 
+# --- JobSet (jobset.x-k8s.io), the multi-node engine a run can ask for -----------------------------------------
+ENGINE_JOB = "Job"
+ENGINE_JOBSET = "JobSet"
+JOBSET_GROUP = "jobset.x-k8s.io"
+JOBSET_VERSION = "v1alpha2"
+JOBSET_API_VERSION = f"{JOBSET_GROUP}/{JOBSET_VERSION}"
+JOBSET_PLURAL = "jobsets"
+JOBSET_REPLICATED_JOB = "node"  # the one role of a case's JobSet (Kubeflow Trainer names its node role so too)
+L_JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"  # set by the JobSet controller on its child Jobs and their pods
+# JobSet's webhook refuses a JobSet whose longest pod name `<jobset>-node-0-<index>-xxxxx` is not a DNS-1035
+# label (63 characters): 16 characters go to "-node-0-63-xxxxx" (nodes <= 64), 47 are left for the JobSet
+JOBSET_NAME_MAX = 63 - len(f"-{JOBSET_REPLICATED_JOB}-0-63-xxxxx")
+
 CONTAINER = "trainer"
 METRICS_PORT_NAME = "metrics"
 RDZV_PORT = 29500
@@ -50,12 +65,36 @@ def label_value(text: str) -> str:
     return f"{text[:54].rstrip('-._')}-{digest}"
 
 
-def job_name(run: str, case_id: str) -> str:
-    """`<run>-<case>` shortened to a DNS label (63 chars), with a hash of both so names never collide."""
+def job_name(run: str, case_id: str, limit: int = 63) -> str:
+    """`<run>-<case>` shortened to a DNS label (`limit` chars), with a hash of both so names never collide."""
     digest = hashlib.sha256(f"{run}/{case_id}".encode()).hexdigest()[:6]
-    head = _dns(run, 24)
-    rest = _dns(case_id, 63 - len(head) - len(digest) - 2)
+    head = _dns(run, min(24, limit // 2))
+    rest = _dns(case_id, limit - len(head) - len(digest) - 2)
     return f"{head}-{rest}-{digest}".replace("--", "-")
+
+
+def engine(case: Case, multi_node_engine: str = ENGINE_JOB) -> str:
+    """What runs `case`: a JobSet only for a case on several nodes of a run that asks for one, else a Job."""
+    return ENGINE_JOBSET if case.nodes > 1 and multi_node_engine == ENGINE_JOBSET else ENGINE_JOB
+
+
+def jobset_name(run: str, case_id: str) -> str:
+    """The JobSet of a case: the Job name's scheme, shortened to JOBSET_NAME_MAX and starting with a letter (the
+    JobSet webhook wants DNS-1035 names for the Jobs and pods it derives)."""
+    name = job_name(run, case_id, JOBSET_NAME_MAX)
+    return name if name[:1].isalpha() else "j" + job_name(run, case_id, JOBSET_NAME_MAX - 1)
+
+
+def jobset_job_name(jobset: str, job_index: int = 0) -> str:
+    """The child Job the JobSet controller makes: `<jobset>-<replicatedJob>-<jobIndex>`."""
+    return f"{jobset}-{JOBSET_REPLICATED_JOB}-{job_index}"
+
+
+def case_job_name(run: str, case: Case, multi_node_engine: str = ENGINE_JOB) -> str:
+    """The Job whose pods run `case` (for a JobSet case, the JobSet's child Job)."""
+    if engine(case, multi_node_engine) == ENGINE_JOBSET:
+        return jobset_job_name(jobset_name(run, case.id))
+    return job_name(run, case.id)
 
 
 def results_configmap_name(run: str) -> str:
@@ -119,10 +158,21 @@ def trainer_command(case: Case, run: str, name: str, metrics_port: int = METRICS
     return cmd + ["-m", "trainbench.trainer", *case.trainer_args(run=run, metrics_port=metrics_port)]
 
 
-def torchrun_env(case: Case, name: str) -> list[dict]:
+def master_addr(name: str, multi_node_engine: str = ENGINE_JOB) -> str:
+    """The stable DNS name of a multi-node case's pod of index 0, where torchrun's rendezvous is.
+
+    Job: the pods of Indexed Job `name` get hostnames `<job>-<index>` under the headless Service `name`.
+    JobSet `name`: the child Job is `<jobset>-<replicatedJob>-<jobIndex>`, so its pods are
+    `<jobset>-<replicatedJob>-<jobIndex>-<podIndex>` under the Service JobSet makes (subdomain: the JobSet name)."""
+    if multi_node_engine == ENGINE_JOBSET:
+        return f"{jobset_job_name(name)}-0.{name}"
+    return f"{name}-0.{name}"
+
+
+def torchrun_env(case: Case, name: str, multi_node_engine: str = ENGINE_JOB) -> list[dict]:
     """torchrun reads PET_<OPTION> for each option it is not given (Kubeflow Trainer's environment contract):
-    PET_NODE_RANK is the pod's completion index, PET_MASTER_ADDR the stable DNS name of index 0 behind the
-    headless Service `name` (the Job's pods get hostnames `<job>-<index>` under subdomain `name`)."""
+    PET_NODE_RANK is the pod's completion index, PET_MASTER_ADDR the stable DNS name of index 0 (`master_addr`;
+    `name` is the Job's, or the JobSet's)."""
     env = [
         {"name": "PET_NNODES", "value": str(case.nodes)},
         {"name": "PET_NPROC_PER_NODE", "value": str(case.gpus_per_node)},
@@ -131,7 +181,7 @@ def torchrun_env(case: Case, name: str) -> list[dict]:
         index = {"fieldRef": {"fieldPath": f"metadata.annotations['{L_JOB_INDEX}']"}}
         env += [
             {"name": "PET_NODE_RANK", "valueFrom": index},
-            {"name": "PET_MASTER_ADDR", "value": f"{name}-0.{name}"},
+            {"name": "PET_MASTER_ADDR", "value": master_addr(name, multi_node_engine)},
             {"name": "PET_MASTER_PORT", "value": str(RDZV_PORT)},
         ]
     return env
@@ -153,12 +203,129 @@ def build_job(
     pod_annotations: dict | None = None,
 ) -> dict:
     """The batch/v1 Job of one case (see docs/operator.md "What a case's Job looks like")."""
-    run_name = run["metadata"]["name"]
-    name = job_name(run_name, case.id)
+    name = job_name(run["metadata"]["name"], case.id)
     labels = case_labels(run, case, suite)
+    job_spec = _job_spec(
+        run,
+        case,
+        name=name,
+        multi_node_engine=ENGINE_JOB,
+        labels=labels,
+        resource_name=resource_name,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        cpu=cpu,
+        memory=memory,
+        metrics_port=metrics_port,
+        pod_annotations=pod_annotations,
+    )
+    if case.nodes > 1:
+        job_spec["template"]["spec"]["subdomain"] = name  # the headless Service `build_service` makes
     if queue_name:
-        labels[L_KUEUE_QUEUE] = queue_name
-    pod_labels = {k: v for k, v in labels.items() if k != L_KUEUE_QUEUE}
+        labels = {**labels, L_KUEUE_QUEUE: queue_name}
+        job_spec["suspend"] = True  # Kueue admits the Job by unsuspending it
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {A_CASE: json.dumps(case.to_dict(), sort_keys=True)},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": job_spec,
+    }
+
+
+def build_jobset(
+    run: dict,
+    case: Case,
+    *,
+    namespace: str,
+    resource_name: str = "nvidia.com/gpu",
+    node_selector: dict | None = None,
+    tolerations: list | None = None,
+    cpu: str | None = None,
+    memory: str | None = None,
+    queue_name: str | None = None,
+    suite: str | None = None,
+    metrics_port: int = METRICS_PORT,
+    pod_annotations: dict | None = None,
+) -> dict:
+    """The jobset.x-k8s.io/v1alpha2 JobSet of a multi-node case (spec.multiNode.engine JobSet): one replicated
+    Job `node` (replicas 1) whose template is the Indexed Job `build_job` makes (same pods, env, labels), with
+    JobSet's DNS hostnames instead of a Service of ours, no restarts (a failed pod fails the case) and success
+    when every pod succeeded. With `queue_name`, the JobSet carries Kueue's label and starts suspended: Kueue
+    admits the JobSet as one workload (all pods together) by unsuspending it."""
+    if case.nodes <= 1:
+        raise ValueError(f"case {case.id} runs on one node: a plain Job, not a JobSet")
+    name = jobset_name(run["metadata"]["name"], case.id)
+    labels = case_labels(run, case, suite)
+    job_spec = _job_spec(
+        run,
+        case,
+        name=name,
+        multi_node_engine=ENGINE_JOBSET,
+        labels=labels,
+        resource_name=resource_name,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        cpu=cpu,
+        memory=memory,
+        metrics_port=metrics_port,
+        pod_annotations=pod_annotations,
+    )
+    annotations = {A_CASE: json.dumps(case.to_dict(), sort_keys=True)}
+    spec: dict = {
+        "replicatedJobs": [
+            {
+                "name": JOBSET_REPLICATED_JOB,
+                "replicas": 1,
+                # the child Job takes these labels (so it is listed with the run's Jobs) and annotations
+                "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": job_spec},
+            }
+        ],
+        # JobSet makes a headless Service named after the JobSet and gives each pod the subdomain
+        "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
+        "failurePolicy": {"maxRestarts": 0},  # one pod's failure fails the case (as podFailurePolicy does)
+        "successPolicy": {"operator": "All"},
+    }
+    if queue_name:
+        labels = {**labels, L_KUEUE_QUEUE: queue_name}
+        spec["suspend"] = True  # Kueue admits the whole JobSet by unsuspending it
+    return {
+        "apiVersion": JOBSET_API_VERSION,
+        "kind": "JobSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": spec,
+    }
+
+
+def _job_spec(
+    run: dict,
+    case: Case,
+    *,
+    name: str,
+    multi_node_engine: str,
+    labels: dict,
+    resource_name: str,
+    node_selector: dict | None,
+    tolerations: list | None,
+    cpu: str | None,
+    memory: str | None,
+    metrics_port: int,
+    pod_annotations: dict | None,
+) -> dict:
+    """The spec of a case's Job (plain, or a JobSet's replicated Job): the pods, their command and limits."""
+    run_name = run["metadata"]["name"]
+    pod_labels = dict(labels)
     container = {
         "name": CONTAINER,
         "image": case.image,
@@ -170,7 +337,7 @@ def build_job(
             {"name": "TRAINBENCH_CASE", "value": case.id},
             {"name": "TRAINBENCH_POOL", "value": case.pool},
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-            *torchrun_env(case, name),
+            *torchrun_env(case, name, multi_node_engine),
         ],
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"}],
         "resources": _quantity_resources(case, resource_name, cpu, memory),
@@ -217,22 +384,8 @@ def build_job(
     }
     if case.nodes > 1:
         job_spec["completionMode"] = "Indexed"
-        pod_spec["subdomain"] = name
         container["ports"].append({"name": "rdzv", "containerPort": RDZV_PORT, "protocol": "TCP"})
-    if queue_name:
-        job_spec["suspend"] = True  # Kueue admits the Job by unsuspending it
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {A_CASE: json.dumps(case.to_dict(), sort_keys=True)},
-            "ownerReferences": [owner_reference(run)],
-        },
-        "spec": job_spec,
-    }
+    return job_spec
 
 
 def build_service(run: dict, case: Case, *, namespace: str, suite: str | None = None) -> dict | None:

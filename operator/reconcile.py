@@ -36,13 +36,16 @@ class Observed:
     logs: dict[str, str] = field(default_factory=dict)  # rank-0 log tail of ended pods that failed
     progress: dict[str, dict] = field(default_factory=dict)  # case id -> collect.parse_metrics dict
     configmaps: set[str] = field(default_factory=set)  # names of the run's ConfigMaps that exist
+    jobsets: dict[str, dict] = field(default_factory=dict)  # the run's JobSets by name (multiNode.engine JobSet)
+    jobset_api: bool | None = None  # the cluster serves jobset.x-k8s.io/v1alpha2 jobsets (None: not known)
 
 
 @dataclass
 class Outcome:
     status: dict
-    create: list[dict] = field(default_factory=list)  # objects to create (Jobs, Services)
+    create: list[dict] = field(default_factory=list)  # objects to create (Jobs, Services, JobSets)
     delete_jobs: list[str] = field(default_factory=list)  # Jobs whose case is over but which still hold a slot
+    delete_jobsets: list[str] = field(default_factory=list)  # the same for JobSets (their child Jobs go with them)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     all_ended: bool = False  # every case has ended: the results can be written
     verdicts: dict[str, failures.Verdict] = field(default_factory=dict)
@@ -121,17 +124,42 @@ def reconcile(
     entries: list[dict] = []
     occupied: dict[str, int] = {name: 0 for name in pools}
     waiting: list[tuple[Case, dict]] = []
+    run_name = run["metadata"]["name"]
+    multi_node = spec.multi_node.engine
     for case in cases:
-        name = K.job_name(run["metadata"]["name"], case.id)
+        name = K.case_job_name(run_name, case, multi_node)
+        jobset_name = K.jobset_name(run_name, case.id) if K.engine(case, multi_node) == K.ENGINE_JOBSET else None
         prev = prev_cases.get(case.id) or {}
         entry = _case_entry(case, name)
+        if jobset_name:
+            entry["jobSet"] = jobset_name
         for key in ("startedAt", "finishedAt", "node", *PROGRESS_FIELDS.values()):
             if prev.get(key) is not None:
                 entry[key] = prev[key]
         job = observed.jobs.get(name)
+        jobset = observed.jobsets.get(jobset_name) if jobset_name else None
         if job is None:
             if prev.get("phase") in TERMINAL_CASE_PHASES:  # ended earlier and its Job was removed (e.g. stopped)
                 entry.update({k: prev[k] for k in ("phase", "reason", "message") if prev.get(k) is not None})
+            elif jobset is not None:  # the JobSet exists, its child Job not (yet): suspended, or just created
+                v = failures.classify_jobset(jobset)
+                out.verdicts[case.id] = v
+                entry.setdefault("startedAt", jobset["metadata"].get("creationTimestamp") or t)
+                entry.update(phase=v.phase, message=v.message)
+                if v.reason:
+                    entry["reason"] = v.reason
+                if v.terminal:
+                    entry.setdefault("finishedAt", _finished_at(jobset, []) or t)
+                else:
+                    occupied[case.pool] = occupied.get(case.pool, 0) + 1
+            elif jobset_name and observed.jobset_api is False:
+                entry.update(
+                    phase="Failed",
+                    reason="JobSetUnavailable",
+                    message=f"spec.multiNode.engine is JobSet, but the cluster does not serve the JobSet API "
+                    f"({K.JOBSET_API_VERSION} {K.JOBSET_PLURAL}): install JobSet, or use engine Job",
+                )
+                entry.setdefault("finishedAt", t)
             else:
                 entry["phase"] = "Pending"
                 waiting.append((case, entry))
@@ -175,7 +203,10 @@ def reconcile(
                 entry["state"] = "done"
             entry.setdefault("finishedAt", _finished_at(job, pods) or t)
             if v.stop_job:
-                out.delete_jobs.append(name)
+                if jobset_name:
+                    out.delete_jobsets.append(jobset_name)
+                else:
+                    out.delete_jobs.append(name)
         else:
             entry["phase"] = v.phase
             if v.message:
@@ -189,10 +220,12 @@ def reconcile(
             pool = pools[case.pool]
             if occupied[case.pool] >= pool.max_concurrent:
                 continue
+            engine = K.engine(case, multi_node)
+            if engine == K.ENGINE_JOBSET and observed.jobset_api is not True:
+                entry["message"] = f"waiting to learn whether the cluster serves {K.JOBSET_API_VERSION}"
+                continue
             occupied[case.pool] += 1
-            job = K.build_job(
-                run,
-                case,
+            kwargs = dict(
                 namespace=namespace,
                 resource_name=pool.resource_name,
                 node_selector=pool.node_selector,
@@ -203,13 +236,17 @@ def reconcile(
                 suite=suite,
                 pod_annotations=pod_annotations,
             )
-            svc = K.build_service(run, case, namespace=namespace, suite=suite)
-            out.create += [o for o in (svc, job) if o is not None]
+            if engine == K.ENGINE_JOBSET:
+                obj = K.build_jobset(run, case, **kwargs)
+                out.create.append(obj)
+            else:
+                obj = K.build_job(run, case, **kwargs)
+                svc = K.build_service(run, case, namespace=namespace, suite=suite)
+                out.create += [o for o in (svc, obj) if o is not None]
+            what = f"{obj['kind']} {obj['metadata']['name']}"
             entry["startedAt"] = t
-            entry["message"] = f"created Job {job['metadata']['name']}"
-            out.events.append(
-                ("Normal", "CaseLaunched", f"case {case.id}: created Job {entry['job']} on pool {case.pool}")
-            )
+            entry["message"] = f"created {what}"
+            out.events.append(("Normal", "CaseLaunched", f"case {case.id}: created {what} on pool {case.pool}"))
 
     counts = {p: 0 for p in ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped")}
     for e in entries:
@@ -295,7 +332,7 @@ def _finished_at(job: dict, pods: list[dict]) -> str | None:
     if st.get("completionTime"):
         return st["completionTime"]
     for c in st.get("conditions") or []:
-        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+        if c.get("type") in ("Complete", "Completed", "Failed") and c.get("status") == "True":
             return c.get("lastTransitionTime")
     if pods:
         term = failures.terminated(pods[0]) or {}

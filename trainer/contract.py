@@ -121,4 +121,5 @@ FAILURE_REASONS = (
     "Error",  # non-zero exit; message has the exit code and the last log lines
     "MetricsUnavailable",
     "Interrupted",  # stopped by the user (local executor: Ctrl-C)
+    "JobSetUnavailable",  # spec.multiNode.engine JobSet, but the cluster does not serve jobset.x-k8s.io/v1alpha2
 )

@@ -124,6 +124,19 @@ def test_rbac_is_least_privilege(render, mode):
         r for d in docs.kinds("Role") + docs.kinds("ClusterRole") for r in d["rules"] if "jobs" in r["resources"]
     ]
     assert operator_rules, "no rule lets the operator create Jobs"
+    # JobSets (spec.multiNode.engine JobSet): exactly the verbs the operator uses, in JobSet's group only
+    jobset_rules = [
+        r for d in docs.kinds("Role") + docs.kinds("ClusterRole") for r in d["rules"] if "jobsets" in r["resources"]
+    ]
+    assert jobset_rules and all(
+        r
+        == {
+            "apiGroups": ["jobset.x-k8s.io"],
+            "resources": ["jobsets"],
+            "verbs": ["get", "list", "watch", "create", "delete"],
+        }
+        for r in jobset_rules
+    ), jobset_rules
     if watch == "cluster":
         assert set(cluster_roles) == {"trainbench-operator"}
         assert not [d for d in docs.kinds("Role") if d["metadata"]["name"] == "trainbench-operator"]

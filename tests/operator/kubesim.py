@@ -17,6 +17,14 @@ watch events; this subclass adds, in `KubeSim`:
 `Cluster` runs the server in a background thread with the controllers that the emulator lacks:
 - a Job controller (Job -> Pod, Job conditions Complete/Failed, activeDeadlineSeconds, suspend),
 - a scheduler (nodeSelector against fake nodes; no match -> PodScheduled=False Unschedulable),
+- with `jobset=True` only (else discovery does not list it, as on a cluster without JobSet): the JobSet API
+  (jobset.x-k8s.io/v1alpha2 jobsets, each create checked against JobSet's schema, `jobset_schema.py`) and a
+  JobSet controller: once a JobSet is not suspended, the headless Service and the child Job of each
+  replicated Job, labelled and with pod subdomain as JobSet sets them, and the child Jobs' outcome mirrored
+  into the JobSet's Completed / Failed condition;
+- cluster DNS for a multi-node case's rendezvous: PET_MASTER_ADDR `<hostname>.<subdomain>` resolves (to
+  127.0.0.1) only when a headless Service `<subdomain>` and a pod with that hostname and subdomain exist;
+  otherwise the pod fails at once, as torchrun would after failing to resolve it;
 - a kubelet that runs the pod's command as a local process: `torchrun ... -m trainbench.trainer ARGS`
   becomes `python -m trainbench.trainer ARGS --device cpu --output <termination file>`; each pod gets
   podIP 127.0.0.1 and its own free metrics port (rewritten in the pod's container port and
@@ -211,7 +219,7 @@ def _age(ts: str | None) -> str:
 class KubeSim(kmock.KubernetesEmulator):
     """KMock's emulator with the API-server behaviour listed in the module docstring."""
 
-    def __init__(self, crds: list[dict], **kwargs):
+    def __init__(self, crds: list[dict], jobset: bool = False, **kwargs):
         super().__init__(**kwargs)
         self._rv = 0
         self._validators: dict[tuple, SchemaValidator] = {}
@@ -222,6 +230,9 @@ class KubeSim(kmock.KubernetesEmulator):
             self.declare("", "v1", plural, kind, subs, namespaced)
         self.declare("batch", "v1", "jobs", "Job", {"status"}, True)
         self.declare("events.k8s.io", "v1", "events", "Event", set(), True)
+        self.jobset = jobset
+        if jobset:
+            self.declare("jobset.x-k8s.io", "v1alpha2", "jobsets", "JobSet", {"status"}, True)
         for crd in crds:
             names, version = crd["spec"]["names"], crd["spec"]["versions"][0]
             key = (crd["spec"]["group"], version["name"], names["plural"])
@@ -369,6 +380,12 @@ class KubeSim(kmock.KubernetesEmulator):
         validator = self._validators.get(self._key(res))
         if validator is not None:
             errors = validator.admit(obj)
+            if errors:
+                raise self._invalid(res, obj["metadata"].get("name", ""), errors)
+        if res == JOBSETS:  # JobSet's own schema (its CRD and webhook, as far as the tests need them)
+            from jobset_schema import jobset_errors
+
+            errors = [("", e) for e in jobset_errors(obj)]
             if errors:
                 raise self._invalid(res, obj["metadata"].get("name", ""), errors)
 
@@ -559,6 +576,9 @@ class KubeSim(kmock.KubernetesEmulator):
 # --- controllers: Job -> Pod, scheduler, kubelet -------------------------------------------------------------
 
 JOBS = kmock.resource("batch", "v1", "jobs")
+JOBSETS = kmock.resource("jobset.x-k8s.io", "v1alpha2", "jobsets")
+SERVICES = kmock.resource("", "v1", "services")
+JOBSET_LABEL = "jobset.sigs.k8s.io/"  # the prefix of the labels and annotations JobSet puts on Jobs and pods
 MISSING_IMAGE_PREFIX = "missing.example/"  # images the fake kubelet cannot pull
 PODS = kmock.resource("", "v1", "pods")
 NODES = kmock.resource("", "v1", "nodes")
@@ -622,6 +642,9 @@ class Controllers:
             await asyncio.sleep(self.period)
 
     async def step(self) -> None:
+        if self.sim.jobset:
+            for jobset in self.sim.live(JOBSETS):
+                await self._jobset(jobset)
         for job in self.sim.live(JOBS):
             await self._job(job)
         for pod in self.sim.live(PODS):
@@ -689,6 +712,95 @@ class Controllers:
             await self.sim.patch(
                 JOBS, ns, meta["name"], {"status": {"active": sum(ph in ("Pending", "Running") for ph in phases)}}
             )
+
+    async def _jobset(self, js: dict) -> None:
+        """The JobSet controller, for what the tests use: no restarts, startup policy or dependencies."""
+        meta, spec, status = js["metadata"], js["spec"], js.get("status") or {}
+        if status.get("terminalState") or spec.get("suspend"):
+            return  # finished; or suspended (JobSet would keep its Jobs suspended: here, none exist yet)
+        ns, name = meta["namespace"], meta["name"]
+        owner = {
+            "apiVersion": "jobset.x-k8s.io/v1alpha2",
+            "kind": "JobSet",
+            "name": name,
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        network = spec.get("network") or {}
+        subdomain = network.get("subdomain") or name
+        if network.get("enableDNSHostnames") and self.sim.find(SERVICES, ns, subdomain) is None:
+            await self.sim.put(
+                SERVICES,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": subdomain, "namespace": ns, "ownerReferences": [owner]},
+                    "spec": {
+                        "clusterIP": "None",
+                        "selector": {f"{JOBSET_LABEL}jobset-name": name},
+                        "publishNotReadyAddresses": network.get("publishNotReadyAddresses", True),
+                    },
+                },
+            )
+        children = {
+            j["metadata"]["name"]: j
+            for j in self.sim.live(JOBS, ns)
+            if any(o.get("uid") == meta["uid"] for o in j["metadata"].get("ownerReferences") or [])
+        }
+        want = 0
+        for rjob in spec.get("replicatedJobs") or []:
+            replicas = int(rjob.get("replicas", 1))
+            for index in range(replicas):
+                want += 1
+                job_name = f"{name}-{rjob['name']}-{index}"
+                if job_name in children:
+                    continue
+                tmpl = copy.deepcopy(rjob["template"])
+                marks = {
+                    f"{JOBSET_LABEL}jobset-name": name,
+                    f"{JOBSET_LABEL}jobset-uid": meta["uid"],
+                    f"{JOBSET_LABEL}replicatedjob-name": rjob["name"],
+                    f"{JOBSET_LABEL}replicatedjob-replicas": str(replicas),
+                    f"{JOBSET_LABEL}job-index": str(index),
+                    f"{JOBSET_LABEL}restart-attempt": "0",
+                }
+                jmeta = tmpl.get("metadata") or {}
+                pod_meta = tmpl["spec"]["template"].setdefault("metadata", {})
+                for m in (jmeta, pod_meta):
+                    m["labels"] = {**(m.get("labels") or {}), **marks}
+                    m["annotations"] = {**(m.get("annotations") or {}), **marks}
+                if network.get("enableDNSHostnames"):
+                    tmpl["spec"]["template"]["spec"]["subdomain"] = subdomain
+                job = {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "metadata": {**jmeta, "name": job_name, "namespace": ns, "ownerReferences": [owner]},
+                    "spec": tmpl["spec"],
+                }
+                await self.sim.put(JOBS, job)
+        ended = {
+            c["type"]
+            for j in children.values()
+            for c in (j.get("status") or {}).get("conditions") or []
+            if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+        }
+        done = sum(
+            any(
+                c.get("type") == "Complete" and c.get("status") == "True"
+                for c in (j.get("status") or {}).get("conditions") or []
+            )
+            for j in children.values()
+        )
+        if "Failed" in ended:
+            state, reason, message = "Failed", "FailedJobs", "jobset failed due to one or more job failures"
+        elif done >= want:
+            state, reason, message = "Completed", "AllJobsCompleted", "jobset completed successfully"
+        else:
+            return
+        t = now_iso()
+        cond = {"type": state, "status": "True", "reason": reason, "message": message, "lastTransitionTime": t}
+        await self.sim.patch(JOBSETS, ns, name, {"status": {"conditions": [cond], "terminalState": state}})
 
     async def _finish_job(self, job, type_, reason, message, succeeded=0) -> None:
         t = now_iso()
@@ -826,6 +938,10 @@ class Controllers:
             elif m := re.fullmatch(r"metadata\.(annotations|labels)\['([^']+)'\]", path):
                 env[e["name"]] = (meta.get(m.group(1)) or {}).get(m.group(2), "")
         if int(env.get("PET_NNODES", "1")) > 1:  # the headless Service's DNS name of index 0, on this machine
+            addr = env.get("PET_MASTER_ADDR", "")
+            if not self._resolves(meta["namespace"], addr):
+                await self._fail_unstarted(pod, f"kubesim DNS: the rendezvous address {addr!r} does not resolve")
+                return
             owner = next(o["uid"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job")
             env["PET_MASTER_ADDR"] = "127.0.0.1"
             env["PET_MASTER_PORT"] = str(self.rdzv_ports.setdefault(owner, free_port()))
@@ -880,6 +996,26 @@ class Controllers:
                 }
             },
         )
+
+    def _resolves(self, ns: str, addr: str) -> bool:
+        """Cluster DNS for `<hostname>.<subdomain>`: a headless Service `<subdomain>` in the namespace and a pod
+        with that hostname and subdomain (ready or not: the Services here publish not-ready addresses)."""
+        host, _, subdomain = addr.partition(".")
+        svc = self.sim.find(SERVICES, ns, subdomain) if subdomain else None
+        if svc is None or (svc.raw.get("spec") or {}).get("clusterIP") != "None":
+            return False
+        return any(
+            p["spec"].get("hostname") == host and p["spec"].get("subdomain") == subdomain
+            for p in self.sim.live(PODS, ns)
+        )
+
+    async def _fail_unstarted(self, pod: dict, message: str) -> None:
+        """The container exits at once with code 1 and `message` (what the process would have printed)."""
+        c, t = pod["spec"]["containers"][0], now_iso()
+        term = {"exitCode": 1, "reason": "Error", "startedAt": t, "finishedAt": t, "message": message}
+        cs = {"name": c["name"], "image": c["image"], "ready": False, "restartCount": 0, "state": {"terminated": term}}
+        status = {"phase": "Failed", "podIP": "127.0.0.1", "containerStatuses": [cs]}
+        await self.sim.patch(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], {"status": status})
 
     async def _kill(self, pod: dict, reason: str) -> None:
         info = self.procs.get(pod["metadata"]["uid"])
@@ -942,7 +1078,10 @@ class Controllers:
 class Cluster:
     """KubeSim + controllers served on 127.0.0.1:<free port> in a background thread; `kubeconfig` for clients."""
 
-    def __init__(self, workdir: Path, nodes: list[dict] | None = None, crds: list[dict] | None = None):
+    def __init__(
+        self, workdir: Path, nodes: list[dict] | None = None, crds: list[dict] | None = None, jobset: bool = False
+    ):
+        self.jobset = jobset  # serve the JobSet API (and run its controller)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.crds = crds if crds is not None else [yaml.safe_load(CRD_PATH.read_text())]
@@ -985,7 +1124,7 @@ class Cluster:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        self.sim = KubeSim(self.crds)
+        self.sim = KubeSim(self.crds, jobset=self.jobset)
         async with self.sim, kmock.Server(self.sim) as server:
             self.port = server.port
             self.controllers = Controllers(self.sim, self.nodes, self.workdir)

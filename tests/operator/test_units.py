@@ -81,6 +81,7 @@ def test_every_field_is_described():
         (api.Lora, ("spec", "lora")),
         (api.Baseline, ("spec", "baseline")),
         (api.Thresholds, ("spec", "thresholds")),
+        (api.MultiNode, ("spec", "multiNode")),
     ],
 )
 def test_crd_fields_and_defaults_match_api(model, path):
