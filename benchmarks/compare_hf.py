@@ -316,7 +316,8 @@ def profile_bench(model: str, typ: str, seq: int, out_dir: str | None, **kw) -> 
         torch.cuda.synchronize()
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60)
     if out_dir:
-        with open(os.path.join(out_dir, f"profile_{model}_{typ}_{seq}.txt"), "w") as f:
+        docs = kw.get("docs_per_seq", 4)
+        with open(os.path.join(out_dir, f"profile_{model}_{typ}_{seq}_docs{docs}.txt"), "w") as f:
             f.write(table)
     impl = opt = None
     cleanup()
@@ -386,7 +387,7 @@ def main(argv=None) -> int:
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--check-only", action="store_true")
     p.add_argument("--sweep", default="", help="extra bench runs on the first row: attn/ac pairs, e.g. varlen/none")
-    p.add_argument("--profile", default="", help="rows (model:type:seq,...) to profile with the fast path")
+    p.add_argument("--profile", default="", help="rows (model:type:seq[:docs],...) to profile with the fast path")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: smoke run only")
     p.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "compare_hf.json"))
     args = p.parse_args(argv)
@@ -451,10 +452,10 @@ def main(argv=None) -> int:
             save()
     log(table(results))
     for item in filter(None, args.profile.split(",")):
-        m, t, s = item.split(":")
+        m, t, s, *docs = item.split(":")  # model:type:seq[:documents per sequence]
         try:
             tbl = profile_bench(m, t, int(s), out_dir, impl=args.bench_impl, attn=args.bench_attn, ac=args.bench_ac,
-                                compile=args.compile)  # fmt: skip
+                                compile=args.compile, docs_per_seq=int(docs[0]) if docs else 4)  # fmt: skip
             log(f"profile {item}:\n{tbl}")
         except Exception:
             traceback.print_exc()

@@ -6,8 +6,9 @@ gloo on CPU. Data parallel over all ranks, `--dp`:
 - `ddp`: PyTorch DDP (replicated weights, gradient all-reduce overlapped with backward, `no_sync()` while
   accumulating);
 - `fsdp`: FSDP2 (`torch.distributed.fsdp.fully_shard`) on each transformer block and then on the root (embeddings,
-  final norm, LM head): weights, gradients and optimizer state sharded over the ranks, gradient sync only on the
-  last micro-batch (`set_requires_gradient_sync`);
+  final norm, LM head): weights, gradients and optimizer state sharded over the ranks, compute in the weights'
+  dtype (bf16 on the GPU) and gradients reduce-scattered in float32 (`MixedPrecisionPolicy`), gradient sync only
+  on the last micro-batch (`set_requires_gradient_sync`);
 - `auto`: `fsdp` when weights + gradients + AdamW state of one replica would take more than 40% of the device
   memory (or the implementation exposes no blocks: then `ddp`), else `ddp`. On the CPU: `ddp`.
 """
@@ -84,12 +85,18 @@ def choose_dp(want: str, world: World, device: torch.device, blocks, static_byte
 
 def wrap_fsdp(module: torch.nn.Module, blocks, world: World, device: torch.device) -> torch.nn.Module:
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (world.size,))
+    param_dtype = next(module.parameters()).dtype
+    # knobs for measuring what FSDP2 costs (docs/performance.md, issue 7): reduce in the weights' dtype, and
+    # keep each block's gathered weights from its forward to its backward (one all-gather per step, not two)
+    reduce_dtype = param_dtype if os.environ.get("TRAINBENCH_FSDP_REDUCE") == "param" else torch.float32
+    reshard = os.environ.get("TRAINBENCH_FSDP_RESHARD", "1") != "0"
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     for block in blocks:
-        fully_shard(block, mesh=mesh)
-    fully_shard(module, mesh=mesh)
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
+    fully_shard(module, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
     return module
 
 

@@ -7,13 +7,26 @@ amdsmi `amdsmi_get_energy_count`), so it is exact over the measured window rathe
 from __future__ import annotations
 
 
+def nvml_handle(nv, index: int):
+    """NVML's handle of torch's CUDA device `index`. NVML numbers every GPU of the machine and ignores
+    CUDA_VISIBLE_DEVICES, so the device is found by its UUID (a process on the second GPU, CUDA index 0, would
+    otherwise read the first GPU's power); by index only where torch gives no UUID."""
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+    except Exception:
+        return nv.nvmlDeviceGetHandleByIndex(index)
+    return nv.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+
+
 class NvmlMeter:
     def __init__(self, index: int):
         import pynvml
 
         pynvml.nvmlInit()
         self._nv = pynvml
-        self._h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self._h = nvml_handle(pynvml, index)
         self.energy_j()  # raises when the counter is not supported
         self.power_w()
 

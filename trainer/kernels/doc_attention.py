@@ -10,6 +10,8 @@ Backends (the name is what `attn_backend` reports):
   on Hopper is cuDNN's (577 TF fwd+bwd measured on an H200, against 311 for FA2).
 - `varlen`: `torch.nn.attention.varlen.varlen_attn` (FlashAttention-2 varlen inside torch >= 2.10), one launch.
 - `flex`: `flex_attention` with a document-causal `BlockMask` (compiled), one launch.
+- `fa4`: flash-attn-4 (`flash_attn.cute.flash_attn_varlen_func`, CuTe DSL kernels for Hopper and Blackwell),
+  varlen over the documents with native GQA, one launch; only when the package is installed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ SDPA_BACKENDS = {
     "sdpa-efficient": "EFFICIENT_ATTENTION",
     "sdpa-math": "MATH",
 }
-DOC_BACKENDS = ("sdpa", *SDPA_BACKENDS, "varlen", "flex")
+DOC_BACKENDS = ("sdpa", *SDPA_BACKENDS, "varlen", "flex", "fa4")
 
 
 def _sdpa_context(backend: str):
@@ -89,6 +91,17 @@ def varlen_attention(q, k, v, cu_seqlens: torch.Tensor, max_seqlen: int, scale=N
         kw["scale"] = scale
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
     return varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen, **kw)
+
+
+def fa4_attention(q, k, v, cu_seqlens: torch.Tensor, max_seqlen: int, scale=None):
+    from flash_attn.cute import flash_attn_varlen_func
+
+    cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    out = flash_attn_varlen_func(
+        q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen,
+        softmax_scale=scale, causal=True,
+    )  # fmt: skip
+    return out[0] if isinstance(out, tuple) else out
 
 
 _flex_compiled = None

@@ -260,6 +260,8 @@ class FastCausalLM(nn.Module):
             return lambda q, k, v: cp_attention(q, k, v, cp, backend, scale, self.gqa)
         if backend == "varlen":
             return lambda q, k, v: doc_attention.varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
+        if backend == "fa4":
+            return lambda q, k, v: doc_attention.fa4_attention(q, k, v, cu_seqlens, max_seqlen, scale)
         if backend == "flex":
             mask = doc_attention.document_block_mask(doc_ids)
             return lambda q, k, v: doc_attention.flex_attention(q, k, v, mask, scale)
@@ -414,6 +416,7 @@ ATTN_FOR_FAST = {  # --attn -> doc_attention backend
     "sdpa-math": "sdpa-math",
     "flex": "flex",
     "varlen": "varlen",
+    "fa4": "fa4",
 }
 AUTO_AC_ORDER = ("none", "selective", "recompute")
 MEMORY_FRACTION = 0.85
@@ -511,6 +514,11 @@ def build(cfg, spec, device):
     backend = "sdpa" if cfg.cp > 1 and cfg.attn == "auto" else resolve_attn(cfg.attn, device, cfg.docs_per_seq)
     if backend not in ("sdpa", "sdpa-math") and device.type != "cuda":
         raise BadConfig(f"--attn {cfg.attn} needs a CUDA device with --impl fast (this run is on {device.type})")
+    if backend == "fa4":
+        try:
+            import flash_attn.cute  # noqa: F401
+        except ImportError as e:
+            raise BadConfig(f"--attn fa4 needs the flash-attn-4 package (pip install flash-attn-4): {e}") from e
     dtype = resolve_dtype(cfg.dtype, device)
     ep = None
     if cfg.ep > 1:

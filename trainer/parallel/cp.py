@@ -3,7 +3,7 @@
 Split (load-balanced for causal attention, "zigzag"): each row of T tokens is cut into 2N chunks of T/2N; rank
 i keeps chunks i and 2N-1-i (an early, cheap chunk and a late, expensive one). Every rank then computes q, k, v
 for its own T/N tokens; `cp_attention` all-gathers k and v over the group with the
-functional collective `all_gather_single_autograd` (autograd-aware: the backward reduce-scatters each rank's
+functional collective `all_gather_single_autograd` (`all_gather_tensor_autograd` before torch 2.12; autograd-aware: the backward reduce-scatters each rank's
 key/value gradients back to their owner), puts them back in sequence order and runs, for every contiguous run of local query tokens
 inside one document, one SDPA call against that document's keys up to the run's end with a lower-right causal
 mask (`torch.nn.attention.bias.causal_lower_right`). Documents and position ids are those of the full sequence,
@@ -105,9 +105,12 @@ def shard_batch(batch: Batch, rank: int, size: int, group) -> CPBatch:
 
 def gather_sequence(x: torch.Tensor, shard: CPShard) -> torch.Tensor:
     """[n_local, ...] on each rank -> [N, ...] in sequence order (autograd-aware)."""
-    from torch.distributed._functional_collectives import all_gather_single_autograd
+    import torch.distributed._functional_collectives as fc
 
-    return all_gather_single_autograd(x.contiguous(), 0, shard.group)[shard.inv]
+    # `all_gather_single_autograd` from torch 2.12 on; earlier (2.11 on the lent GPU) the same op is
+    # `all_gather_tensor_autograd`, which later versions keep as a deprecated alias
+    gather = getattr(fc, "all_gather_single_autograd", None) or fc.all_gather_tensor_autograd
+    return gather(x.contiguous(), 0, shard.group)[shard.inv]
 
 
 def cp_attention(q, k, v, shard: CPShard, backend: str = "sdpa", scale=None, gqa_mode: str = "native") -> torch.Tensor:
