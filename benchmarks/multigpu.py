@@ -50,10 +50,14 @@ def default_cases(out: str, steps: int, warmup: int, compile_: bool) -> list[Cas
     moe = reduced_moe_config(os.path.join(out, "qwen3-30b-a3b-12l.json"), 12)
     lora16 = ["--model", "qwen3-4b", "--type", "rl-lora", "--seq-len", "16384", *common]
     sft8 = ["--model", "qwen3-0.6b", "--type", "sft-full", "--seq-len", "8192", *common]
+    sft4b = ["--model", "qwen3-4b", "--type", "sft-full", "--seq-len", "16384", "--ac", "selective", *common]
     return [
         Case("4b-lora-16k-1gpu", 1, lora16),
         Case("4b-lora-16k-2gpu", 2, lora16, vs="4b-lora-16k-1gpu"),
         Case("0.6b-sft-8k-1gpu", 1, sft8),
+        Case("4b-sft-16k-1gpu", 1, sft4b),
+        Case("4b-sft-16k-2gpu-fsdp", 2, [*sft4b, "--dp", "fsdp"], vs="4b-sft-16k-1gpu"),
+        Case("4b-sft-16k-2gpu-ddp", 2, [*sft4b, "--dp", "ddp"], vs="4b-sft-16k-1gpu"),
         Case("0.6b-sft-8k-2gpu-fsdp", 2, [*sft8, "--dp", "fsdp"], vs="0.6b-sft-8k-1gpu"),
         Case("0.6b-sft-8k-2gpu-ddp", 2, [*sft8, "--dp", "ddp"], vs="0.6b-sft-8k-1gpu"),
         Case(
