@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from importlib import resources
 
 from trainbench.trainer.contract import OPERATOR_METRICS_PORT
@@ -111,18 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port >= 0 else None
-    stop = threading.Event()
-    try:
-        kopf.run(
-            registry=registry,
-            standalone=True,
-            namespaces=args.namespace,
-            clusterwide=args.all_namespaces,
-            liveness_endpoint=liveness,
-            stop_flag=stop,
-        )
-    except KeyboardInterrupt:
-        stop.set()
+    # No stop_flag: kopf stops on SIGTERM/SIGINT by itself. A threading.Event as stop_flag is waited for in an
+    # executor thread, and asyncio's shutdown then joins that thread forever: the operator never exited on
+    # SIGTERM (a Deployment rollout waited for the kill at terminationGracePeriodSeconds).
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        namespaces=args.namespace,
+        clusterwide=args.all_namespaces,
+        liveness_endpoint=liveness,
+    )
     return 0
 
 

@@ -74,7 +74,7 @@ class Operator:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(20)  # kopf's graceful stop takes a few seconds (test_restart checks it ends)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

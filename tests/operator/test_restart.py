@@ -73,3 +73,11 @@ def test_restart_mid_run(cluster, kubectl, operator):
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
     assert text.count("trainbench_result_mfu_percent{") == 2
+
+    # a graceful stop (what a Deployment rollout sends) ends the process promptly, with a run being watched
+    import time
+
+    started = time.monotonic()
+    operator.proc.terminate()
+    assert operator.proc.wait(20) == 0, operator.log()
+    assert time.monotonic() - started < 20
