@@ -1,0 +1,49 @@
+"""benchmarks/multigpu.py end to end on the CPU (gloo, tiny configs): every case is a real torchrun of the trainer,
+the table has each case's layout, and the scaling line compares a case with its one-process twin. The numbers
+mean nothing here; the 2xH200 run is in docs/performance.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "multigpu.py"
+
+
+def test_multigpu_script_runs_dp_cp_ep_cases(tmp_path):
+    out = tmp_path / "mg"
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--tiny",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--timeout",
+        "120",
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = {r["name"]: r["summary"] for r in json.loads((out / "multigpu.json").read_text())}
+    assert set(rows) == {"tiny-1", "tiny-2", "tiny-cp2", "tiny-ep2"}
+    assert rows["tiny-1"]["world"] == 1 and rows["tiny-2"]["dp"] == "ddp"
+    assert rows["tiny-cp2"]["layout"] == "1x cp2 x ep1" and rows["tiny-ep2"]["layout"] == "1x cp1 x ep2"
+    assert all(r["status"] == "ok" and r["tps"] > 0 for r in rows.values())
+    # the first step starts from the same weights on the same first batch as the one-process run
+    assert rows["tiny-2"]["losses"][0] == rows["tiny-1"]["losses"][0]
+    assert "tiny-2 vs tiny-1: TPS x" in p.stdout
+
+
+def test_multigpu_script_refuses_unknown_case(tmp_path):
+    p = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--out", str(tmp_path), "--only", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "unknown cases ['nope']" in p.stderr
