@@ -7,9 +7,10 @@ are camelCase on the wire (aliases) and snake_case in Python.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from trainbench.trainer.contract import (
@@ -35,6 +36,11 @@ AttnBackend = Literal[ATTN_BACKENDS]  # type: ignore[valid-type]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
+# an object name that is a DNS-1123 subdomain (PersistentVolumeClaims, ConfigMaps): lowercase alphanumerics,
+# '-' and '.', starting and ending alphanumeric, at most 253 characters
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS1123_SUBDOMAIN_MAX = 253
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
@@ -47,6 +53,30 @@ class Toleration(BaseModel):
     value: str | None = None
     effect: str | None = None
     toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+
+class PersistentVolumeClaimRef(_Model):
+    """An existing PersistentVolumeClaim in the run's namespace (core/v1 PersistentVolumeClaimVolumeSource's name)."""
+
+    claim_name: str
+
+    @field_validator("claim_name")
+    @classmethod
+    def _dns(cls, value: str) -> str:
+        if not value or len(value) > DNS1123_SUBDOMAIN_MAX or not re.match(DNS1123_SUBDOMAIN, value):
+            raise ValueError(
+                f"{value[:64]!r}{'...' if len(value) > 64 else ''} is not a PersistentVolumeClaim name (a DNS-1123 subdomain: lowercase letters, digits, "
+                f"'-' and '.', starting and ending with a letter or digit, at most {DNS1123_SUBDOMAIN_MAX} characters)"
+            )
+        return value
+
+
+class CompileCache(_Model):
+    """Where a pool's trainer pods keep torch.compile's caches (inductor's FX graph and AOTAutograd caches, Triton
+    kernels, autotuning results) between runs: a volume mounted at `kube.COMPILE_CACHE_PATH`. Without it every
+    fresh pod compiles from nothing (minutes for a 4B model, docs/operator.md "Compile cache")."""
+
+    persistent_volume_claim: PersistentVolumeClaimRef
 
 
 class Pool(_Model):
@@ -65,6 +95,7 @@ class Pool(_Model):
     max_concurrent: int = Field(default=1, ge=1)
     cpu: str | None = None
     memory: str | None = None
+    compile_cache: CompileCache | None = None  # off by default: nothing mounted, torch's caches live in the pod
 
     @property
     def gpus(self) -> int:

@@ -49,6 +49,20 @@ METRICS_PORT_NAME = "metrics"
 RDZV_PORT = 29500
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
+# --- the compile cache (spec.pools[].compileCache) ---------------------------------------------------------------
+COMPILE_CACHE_VOLUME = "compile-cache"
+COMPILE_CACHE_PATH = "/cache"
+# torch's own knobs (torch/_inductor/config.py, torch/_functorch/config.py, triton): inductor's FX graph cache and
+# AOTAutograd cache are on by default in open-source torch; the two =1 force them on so a pool with a cache volume
+# never silently compiles from scratch. Their cache keys hold the torch and Triton versions, the GPU and the
+# compile options, so one directory serves every image and GPU of a pool (docs/operator.md "Compile cache").
+COMPILE_CACHE_ENV = (
+    ("TORCHINDUCTOR_CACHE_DIR", f"{COMPILE_CACHE_PATH}/inductor"),  # FX graphs, AOTAutograd, autotuning
+    ("TRITON_CACHE_DIR", f"{COMPILE_CACHE_PATH}/triton"),  # compiled Triton kernels (cubins)
+    ("TORCHINDUCTOR_FX_GRAPH_CACHE", "1"),
+    ("TORCHINDUCTOR_AUTOGRAD_CACHE", "1"),
+)
+
 _DNS = re.compile(r"[^a-z0-9-]+")
 
 
@@ -201,6 +215,7 @@ def build_job(
     suite: str | None = None,
     metrics_port: int = METRICS_PORT,
     pod_annotations: dict | None = None,
+    compile_cache_claim: str | None = None,
 ) -> dict:
     """The batch/v1 Job of one case (see docs/operator.md "What a case's Job looks like")."""
     name = job_name(run["metadata"]["name"], case.id)
@@ -218,6 +233,7 @@ def build_job(
         memory=memory,
         metrics_port=metrics_port,
         pod_annotations=pod_annotations,
+        compile_cache_claim=compile_cache_claim,
     )
     if case.nodes > 1:
         job_spec["template"]["spec"]["subdomain"] = name  # the headless Service `build_service` makes
@@ -252,6 +268,7 @@ def build_jobset(
     suite: str | None = None,
     metrics_port: int = METRICS_PORT,
     pod_annotations: dict | None = None,
+    compile_cache_claim: str | None = None,
 ) -> dict:
     """The jobset.x-k8s.io/v1alpha2 JobSet of a multi-node case (spec.multiNode.engine JobSet): one replicated
     Job `node` (replicas 1) whose template is the Indexed Job `build_job` makes (same pods, env, labels), with
@@ -275,6 +292,7 @@ def build_jobset(
         memory=memory,
         metrics_port=metrics_port,
         pod_annotations=pod_annotations,
+        compile_cache_claim=compile_cache_claim,
     )
     annotations = {A_CASE: json.dumps(case.to_dict(), sort_keys=True)}
     spec: dict = {
@@ -322,8 +340,11 @@ def _job_spec(
     memory: str | None,
     metrics_port: int,
     pod_annotations: dict | None,
+    compile_cache_claim: str | None = None,
 ) -> dict:
-    """The spec of a case's Job (plain, or a JobSet's replicated Job): the pods, their command and limits."""
+    """The spec of a case's Job (plain, or a JobSet's replicated Job): the pods, their command and limits.
+    With `compile_cache_claim`, the PersistentVolumeClaim of the pool's compile cache is mounted at
+    COMPILE_CACHE_PATH and torch's cache directories point into it (COMPILE_CACHE_ENV)."""
     run_name = run["metadata"]["name"]
     pod_labels = dict(labels)
     container = {
@@ -358,6 +379,12 @@ def _job_spec(
     }
     if memory:
         pod_spec["volumes"][0]["emptyDir"]["sizeLimit"] = memory
+    if compile_cache_claim:
+        container["env"] += [{"name": k, "value": v} for k, v in COMPILE_CACHE_ENV]
+        container["volumeMounts"].append({"name": COMPILE_CACHE_VOLUME, "mountPath": COMPILE_CACHE_PATH})
+        pod_spec["volumes"].append(
+            {"name": COMPILE_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": compile_cache_claim}}
+        )
     if node_selector:
         pod_spec["nodeSelector"] = dict(node_selector)
     if tolerations:

@@ -235,6 +235,9 @@ def reconcile(
                 queue_name=spec.queue_name,
                 suite=suite,
                 pod_annotations=pod_annotations,
+                compile_cache_claim=(
+                    pool.compile_cache.persistent_volume_claim.claim_name if pool.compile_cache else None
+                ),
             )
             if engine == K.ENGINE_JOBSET:
                 obj = K.build_jobset(run, case, **kwargs)

@@ -40,6 +40,7 @@ ATTN_LABELS = {
     "eager": "Eager",
     "auto": "Auto",
 }
+FIRST_STEP = "First Step (compile)"  # column of the first step's wall time (results: metrics.first_step_s)
 SPARKS = "▁▂▃▄▅▆▇█"
 LEGEND = [
     ("MFU", "> 30%", "> 50%"),
@@ -104,6 +105,7 @@ FORMATS = {
     "mfu": lambda v: f"{v:.1f}%",
     "tps": fmt_tps,
     "step_time": fmt_seconds,
+    "first_step": fmt_seconds,
     "peak_memory": fmt_gib,
     "tokens_per_joule": lambda v: f"{v:.1f}" if v >= 10 else f"{v:.3g}",
 }
@@ -166,6 +168,8 @@ def _model_sections(cases: list[dict]) -> list[str]:
             extra.append(("Power", lambda m: f"{m['power_w']['mean']:.0f} W" if m.get("power_w") else "–"))
         if any((c.get("metrics") or {}).get("energy_j") is not None for c in group):
             extra.append(("Energy", lambda m: fmt_energy(m["energy_j"]) if m.get("energy_j") is not None else "–"))
+        if any((c.get("metrics") or {}).get("first_step_s") is not None for c in group):
+            extra.insert(0, (FIRST_STEP, lambda m: cell("first_step", m.get("first_step_s"))))
         tpj = any((c.get("metrics") or {}).get("tokens_per_joule") is not None for c in group)
         head = ["Type", "SeqLen", "AC", "Attn", "EP", "CP", "Hardware", "MFU", "TPS", "Step Time", "Peak Mem"]
         head += [name for name, _ in extra] + (["Tok/J"] if tpj else [])
@@ -382,16 +386,24 @@ def render_report(
         th_text = f"{th['mfu']:g}%"
     else:
         th_text = ", ".join(f"{V.LABELS[m]} {th[m]:g}%" for m in V.METRICS)
+    ok = [c for c in cases if c.get("phase") == "Succeeded"]
+    clock = (
+        "> :clock10: Step Time is the wall time of one optimizer step (all micro batches); TPS counts tokens over "
+        "all GPUs; MFU uses prime-rl's FLOPs formula; Peak Mem is the maximum reserved device memory."
+    )
+    if any((c.get("metrics") or {}).get("first_step_s") is not None for c in ok):
+        clock += (
+            f" {FIRST_STEP} is the wall time of the first (warm-up) step, where torch.compile and autotuning run: "
+            "minutes on a cold compile cache, seconds on a warm one; Step Time leaves warm-up steps out."
+        )
     lines += [
         f"> :warning: indicates regression > {th_text} from baseline",
         f"> diffs shown when abs(change) >= {V.SHOW_PCT:.1f}% (except regressions, which always show diffs); "
         "`~noise` marks a change within the step-to-step spread of both runs",
         "",
-        "> :clock10: Step Time is the wall time of one optimizer step (all micro batches); TPS counts tokens over "
-        "all GPUs; MFU uses prime-rl's FLOPs formula; Peak Mem is the maximum reserved device memory.",
+        clock,
         "",
     ]
-    ok = [c for c in cases if c.get("phase") == "Succeeded"]
     lines += _model_sections([c for c in ok if c.get("type") not in T.NON_TRAINING])
     lines += T.autobatch_section(ok) + T.generate_section(ok, cell) + T.verify_section(ok)
     if any(c.get("peak_flops_source") == "cpu-nominal" for c in ok):

@@ -46,6 +46,9 @@ class CaseMetrics(BaseModel):
     power_w: Summary | None = None  # sum over the case's GPUs
     energy_j: float | None = None  # over the measured steps
     tokens_per_joule: float | None = None
+    # wall time of the first step (a warm-up step unless warmupSteps is 0): torch.compile, autotuning and CUDA
+    # start-up land here, so it is the cold-start cost (minutes without a compile cache, seconds with a warm one)
+    first_step_s: float | None = None
 
 
 class CaseResult(BaseModel):
@@ -183,6 +186,16 @@ def _summary(value: Any) -> dict | None:
     return None
 
 
+def first_step_seconds(result: dict | None) -> float | None:
+    """`steps[0].step_time` of a trainer result: the first step's wall time. None when the result has no per-step
+    list (generate/verify results; or a result read from a termination message that had to drop the list to fit
+    its 4 KiB)."""
+    steps = (result or {}).get("steps")
+    first = steps[0] if isinstance(steps, list) and steps and isinstance(steps[0], dict) else {}
+    value = first.get("step_time")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def metrics_from_result(result: dict | None, progress: dict | None = None) -> dict | None:
     """The metrics block of a case from the trainer's result JSON (and live progress as a fallback)."""
     if not result and not progress:
@@ -199,6 +212,7 @@ def metrics_from_result(result: dict | None, progress: dict | None = None) -> di
     out["power_w"] = _summary(result.get("power_w"))
     out["energy_j"] = result.get("energy_j")
     out["tokens_per_joule"] = result.get("tokens_per_joule")
+    out["first_step_s"] = first_step_seconds(result)
     if all(v is None for v in out.values()):
         return None
     return out

@@ -292,6 +292,14 @@ BAD_VALUES = [
     ({"pools": {"x": {"hardware": "X"}}}, "/pools/x"),
     ({"prometheusOperator": {"serviceMonitor": {"interval": "often"}}}, "/prometheusOperator/serviceMonitor/interval"),
     ({"webhook": {"url": "slack"}}, "/webhook/url"),
+    (
+        {"pools": {"h100": {"compileCache": {"persistentVolumeClaim": {"claimName": "Cache_1"}}}}},
+        "/pools/h100/compileCache/persistentVolumeClaim/claimName",
+    ),
+    ({"pools": {"h100": {"compileCache": {"emptyDir": {}}}}}, "/pools/h100/compileCache"),
+    ({"compileCache": {"accessModes": ["ReadOnlyMany"]}}, "/compileCache/accessModes/0"),
+    ({"compileCache": {"size": "lots"}}, "/compileCache/size"),
+    ({"compileCache": {"name": "Compile Cache"}}, "/compileCache/name"),
     ({"typo": True}, "typo"),
 ]
 
@@ -420,3 +428,86 @@ def test_notes_name_the_suites_cronjobs(chart):
     assert "kubectl -n trainbench create job --from=cronjob/trainbench-suite-nightly nightly-manual" in notes
     assert "disabled" not in notes  # a disabled suite has no CronJob
     assert "ServiceMonitor, PodMonitor and PrometheusRule created" in notes
+
+
+# --- the torch.compile cache (compileCache, pools.<name>.compileCache) ---------------------------------------------
+
+
+def _suite_pools(docs) -> dict[str, dict[str, dict]]:
+    return {suite: {p["name"]: p for p in run["spec"]["pools"]} for suite, run in _suite_runs(docs).items()}
+
+
+def test_compile_cache_is_off_by_default(render):
+    docs = render(ci_values(CHART / "ci" / "namespaces-values.yaml"))
+    assert not docs.kinds("PersistentVolumeClaim")
+    values = ci_values(CHART / "ci" / "nightly-values.yaml")
+    values.pop("compileCache")
+    for pools in _suite_pools(render(values)).values():
+        assert all("compileCache" not in p for p in pools.values())
+
+
+def test_compile_cache_claim_is_made_and_used_by_the_suites(render):
+    """compileCache.create: one PVC per suite namespace, valid for Kubernetes; every suite pool without its own
+    cache names it, a preset's own claim wins, and the operator renders the mount from the suite's BenchmarkRun."""
+    from trainbench.operator import kube as K
+
+    kv = pytest.importorskip("kubernetes_validate")
+    values = ci_values(CHART / "ci" / "nightly-values.yaml")
+    values["compileCache"] = {
+        "create": True,
+        "size": "200Gi",
+        "storageClassName": "nfs-client",
+        "annotations": {"helm.sh/resource-policy": "keep"},
+    }
+    values["suites"]["weekly-moe"]["namespace"] = "moe"
+    values["pools"] = {"h200": {"compileCache": {"persistentVolumeClaim": {"claimName": "h200-local-cache"}}}}
+    docs = render(values)
+    pvcs = docs.kinds("PersistentVolumeClaim")
+    assert sorted(d["metadata"]["namespace"] for d in pvcs) == ["moe", NAMESPACE]
+    for pvc in pvcs:
+        kv.validate(pvc, KUBE_VERSION, strict=True)
+        assert pvc["metadata"]["name"] == "trainbench-compile-cache"
+        assert pvc["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert pvc["spec"] == {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "nfs-client",
+            "resources": {"requests": {"storage": "200Gi"}},
+        }
+    pools = _suite_pools(docs)
+    chart_claim = {"persistentVolumeClaim": {"claimName": "trainbench-compile-cache"}}
+    assert pools["nightly"]["h100"]["compileCache"] == pools["nightly"]["a6000"]["compileCache"] == chart_claim
+    assert pools["weekly-moe"]["h200"]["compileCache"]["persistentVolumeClaim"]["claimName"] == "h200-local-cache"
+    run = _suite_runs(docs)["nightly"]
+    spec = parse_spec(run["spec"])
+    case = plan(spec)[0]
+    pool = next(p for p in spec.pools if p.name == case.pool)
+    claim = pool.compile_cache.persistent_volume_claim.claim_name
+    job = K.build_job(
+        {**run, "metadata": {"name": "nightly-1", "uid": "u"}}, case, namespace=NAMESPACE, compile_cache_claim=claim
+    )
+    kv.validate(job, KUBE_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": K.COMPILE_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": "trainbench-compile-cache"}} in pod[
+        "volumes"
+    ]
+
+
+def test_compile_cache_pools_opt_in_when_not_all_pools(render):
+    values = ci_values(CHART / "ci" / "nightly-values.yaml")
+    values["compileCache"] = {
+        "create": True,
+        "allPools": False,
+        "name": "torch-cache",
+        "accessModes": ["ReadWriteOnce"],
+    }
+    values["suites"]["nightly"]["pools"] = [
+        "h100",
+        {"name": "a6000", "compileCache": {"persistentVolumeClaim": {"claimName": "torch-cache"}}},
+    ]
+    docs = render(values)
+    (pvc,) = docs.kinds("PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == "torch-cache" and pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in pvc["spec"]  # the cluster's default StorageClass
+    pools = _suite_pools(docs)["nightly"]
+    assert "compileCache" not in pools["h100"]
+    assert pools["a6000"]["compileCache"]["persistentVolumeClaim"]["claimName"] == "torch-cache"

@@ -45,6 +45,12 @@ REFUSED_BY_SCHEMA = [
     ("bad-resource", spec_with(pools=[{**POOL, "resourceName": "nvidia.com/GPU!"}]), "spec.pools[0].resourceName"),
     ("bad-toleration", spec_with(pools=[{**POOL, "tolerations": [{"operator": "Maybe"}]}]), "tolerations[0].operator"),
     ("bad-memory", spec_with(pools=[{**POOL, "memory": "lots"}]), "spec.pools[0].memory"),
+    (
+        "bad-cache-claim",
+        spec_with(pools=[{**POOL, "compileCache": {"persistentVolumeClaim": {"claimName": "Cache_1"}}}]),
+        "spec.pools[0].compileCache.persistentVolumeClaim.claimName",
+    ),
+    ("cache-no-source", spec_with(pools=[{**POOL, "compileCache": {}}]), "spec.pools[0].compileCache"),
     ("no-models", spec_with(matrix__models=[]), "spec.matrix.models"),
     ("bad-type", spec_with(matrix__types=["pretrain"]), "spec.matrix.types[0]"),
     ("zero-seq", spec_with(matrix__seqLens=[0]), "spec.matrix.seqLens[0]"),

@@ -76,6 +76,8 @@ def test_every_field_is_described():
     [
         (api.BenchmarkRunSpec, ("spec",)),
         (api.Pool, ("spec", "pools", "[]")),
+        (api.CompileCache, ("spec", "pools", "[]", "compileCache")),
+        (api.PersistentVolumeClaimRef, ("spec", "pools", "[]", "compileCache", "persistentVolumeClaim")),
         (api.Matrix, ("spec", "matrix")),
         (api.CaseSelector, ("spec", "matrix", "include", "[]")),
         (api.Lora, ("spec", "lora")),

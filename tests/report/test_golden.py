@@ -58,3 +58,21 @@ def test_noisy_runs_report_noise_not_regressions(fx):
     check_golden("nightly-noise.md", text)
     assert "6.60k (-2.0% ~noise)" in text
     assert "**26.01k** :warning: (-8.0%)" in text
+
+
+def test_first_step_column_shows_the_cold_start(fx, current):
+    from trainbench.operator.results import first_step_seconds
+
+    by_model = {(c["model"], c["type"], c["pool"]): c for c in current["cases"]}
+    assert by_model[("qwen3-4b", "rl-lora", "h100")]["metrics"]["first_step_s"] == 204.0
+    assert "First Step (compile)" in render_report(current) and "| 204.00s |" in render_report(current)
+    # a result without its per-step list (a termination message cut to 4 KiB, generate/verify): no value, and a
+    # report where no case has one shows neither the column nor its note
+    assert first_step_seconds({"steps": []}) is None and first_step_seconds({}) is None
+    assert first_step_seconds({"steps": [{"step": 1, "step_time": True}]}) is None
+    for case in current["cases"]:
+        if case.get("metrics"):
+            case["metrics"]["first_step_s"] = None
+    text = render_report(current)
+    assert "First Step" not in text
+    assert "| Type | SeqLen | AC | Attn | EP | CP | Hardware | MFU | TPS | Step Time | Peak Mem | Power |" in text

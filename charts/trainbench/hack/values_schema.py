@@ -37,6 +37,28 @@ duration = {
     "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$",
     "description": "a Prometheus duration such as 30s or 1m",
 }
+dns_subdomain = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+compile_cache = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["persistentVolumeClaim"],
+    "description": "torch.compile cache volume of the pool's trainer pods (BenchmarkRun spec.pools[].compileCache)",
+    "properties": {
+        "persistentVolumeClaim": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["claimName"],
+            "properties": {
+                "claimName": {
+                    "type": "string",
+                    "pattern": dns_subdomain,
+                    "maxLength": 253,
+                    "description": "an existing PersistentVolumeClaim in the suite's namespace",
+                }
+            },
+        }
+    },
+}
 pool_fields = {
     "hardware": {"type": "string", "description": "display name in reports, e.g. H100 HBM3"},
     "family": {"type": "string", "description": "trainer image family: a key of image.families"},
@@ -59,6 +81,7 @@ pool_fields = {
     "memory": {"type": "string"},
     "nodeSelector": strmap,
     "tolerations": {"type": "array", "items": toleration},
+    "compileCache": compile_cache,
 }
 pool = {
     "type": "object",
@@ -179,6 +202,33 @@ schema = {
             "properties": {"create": {"type": "boolean"}, "crdDiscovery": {"type": "boolean"}},
         },
         "pools": {"type": "object", "propertyNames": {"pattern": dns, "maxLength": 30}, "additionalProperties": pool},
+        "compileCache": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "create": {"type": "boolean", "description": "make a PersistentVolumeClaim for torch.compile's caches"},
+                "name": {
+                    "type": "string",
+                    "pattern": "^(" + dns_subdomain[1:-1] + ")?$",
+                    "maxLength": 253,
+                    "description": "the claim's name; default <fullname>-compile-cache",
+                },
+                "allPools": {
+                    "type": "boolean",
+                    "description": "every suite pool without its own compileCache uses the chart's claim",
+                },
+                "size": {**qty, "description": "requested storage, e.g. 50Gi"},
+                "storageClassName": {"type": "string", "description": "empty: the cluster's default StorageClass"},
+                "accessModes": {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"enum": ["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]},
+                    "description": "writable modes only: torch writes the cache as it compiles",
+                },
+                "annotations": strmap,
+            },
+        },
         "suites": {"type": "object", "propertyNames": {"pattern": dns, "maxLength": 30}, "additionalProperties": suite},
         "suiteDefaults": {
             "type": "object",

@@ -91,7 +91,15 @@ A pool as the BenchmarkRun API wants it: the preset from .Values.pools merged wi
 {{- end -}}
 {{- $_ := set $pool "image" (printf "%s/%s:%s" $root.Values.image.registry (get $root.Values.image.families $family) (include "trainbench.tag" $root)) -}}
 {{- end -}}
+{{- if and $root.Values.compileCache.create $root.Values.compileCache.allPools (not $pool.compileCache) -}}
+{{- $_ := set $pool "compileCache" (dict "persistentVolumeClaim" (dict "claimName" (include "trainbench.compileCacheClaim" $root))) -}}
+{{- end -}}
 {{- toYaml (omit $pool "family") -}}
+{{- end -}}
+
+{{/* The PersistentVolumeClaim the chart makes for torch.compile's caches (compileCache.create) */}}
+{{- define "trainbench.compileCacheClaim" -}}
+{{- default (printf "%s-compile-cache" (include "trainbench.fullname" .)) .Values.compileCache.name -}}
 {{- end -}}
 
 {{/* The BenchmarkRun template of one suite. Call with (dict "root" $ "name" <suite> "suite" <values>) */}}
