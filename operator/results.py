@@ -187,9 +187,12 @@ def _summary(value: Any) -> dict | None:
 
 
 def first_step_seconds(result: dict | None) -> float | None:
-    """`steps[0].step_time` of a trainer result: the first step's wall time. None when the result has no per-step
-    list (generate/verify results; or a result read from a termination message that had to drop the list to fit
-    its 4 KiB)."""
+    """The first step's wall time of a trainer result: its top-level `first_step_s` (kept when the termination
+    message drops the per-step list to fit its 4 KiB), else `steps[0].step_time` (older trainers); None for
+    generate/verify results."""
+    top = (result or {}).get("first_step_s")  # trainers from this version on report it at the top level
+    if isinstance(top, (int, float)) and not isinstance(top, bool):
+        return float(top)
     steps = (result or {}).get("steps")
     first = steps[0] if isinstance(steps, list) and steps and isinstance(steps[0], dict) else {}
     value = first.get("step_time")

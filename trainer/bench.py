@@ -550,6 +550,9 @@ def _train(cfg, spec, device, world, peak, peak_source, fpt, exporter) -> dict:
         replica_spread=replica_spread,
         data_parallel=dp,
         parallel=layout.info(),
+        # the first step's wall time (compile, autotuning, cold caches): top-level so that it survives the
+        # termination log's trimming of the per-step list
+        first_step_s=records[0]["step_time"] if records else None,
         losses=losses_list,
         steps=records,
         environment=env,

@@ -82,7 +82,8 @@ M_MICRO_BATCH = "trainbench_micro_batch"  # gauge: the micro-batch that ran (aut
 # {"schema": RESULT_SCHEMA, "config": {...}, "world_size": int, "flops_per_token": float,
 #  "peak_flops": float (per GPU), "metrics": {"tps"|"mfu"|"step_time": SUMMARY},
 #  "peak_memory_gib": float|null, "power_w": SUMMARY|null, "energy_j": float|null,
-#  "tokens_per_joule": float|null, "environment": {...}, "status": "ok"|"failed", "error": str|null,
+#  "tokens_per_joule": float|null, "first_step_s": float|null (step 1's wall time: compile, cold caches),
+#  "environment": {...}, "status": "ok"|"failed", "error": str|null,
 #  "parallel": {"world_size", "dp", "cp", "ep"} (training; dry run: the plan, trainer/parallel/layout.py)}
 SUMMARY_KEYS = ("mean", "std", "min", "max", "n")
 SUMMARY_METRICS = ("tps", "mfu", "step_time")

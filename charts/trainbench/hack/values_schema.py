@@ -75,7 +75,7 @@ pool_fields = {
         "exclusiveMinimum": 0,
         "description": "peak dense bf16 TFLOP/s per GPU (MFU denominator)",
     },
-    "pricePerGpuHour": {"type": "number", "minimum": 0},
+    "pricePerGPUHour": {"type": "number", "minimum": 0, "description": "USD per GPU-hour (the report's $/Mtok)"},
     "maxConcurrent": {"type": "integer", "minimum": 1},
     "cpu": {"type": "string"},
     "memory": {"type": "string"},
