@@ -38,18 +38,23 @@ class UnknownDeviceError(ValueError):
     pass
 
 
+def _lookup(table, device_name: str) -> float | None:
+    """The value of the first (substring key, value) row whose key is in the lower-cased device name."""
+    low = device_name.lower()
+    return next((value for key, value in table if key in low), None)
+
+
 def peak_flops(device_name: str, override_tflops: float | None = None) -> float:
     """Peak bf16 FLOP/s for one device; `override_tflops` (TFLOP/s) wins when given."""
     if override_tflops:
         return float(override_tflops) * 1e12
-    low = device_name.lower()
-    for key, value in PEAK_BF16_FLOPS:
-        if key in low:
-            return value
-    raise UnknownDeviceError(
-        f"no peak FLOP/s known for device {device_name!r}; pass --peak-tflops (the pool's peakTFLOPs) "
-        "so that MFU is computed against a real figure"
-    )
+    value = _lookup(PEAK_BF16_FLOPS, device_name)
+    if value is None:
+        raise UnknownDeviceError(
+            f"no peak FLOP/s known for device {device_name!r}; pass --peak-tflops (the pool's peakTFLOPs) "
+            "so that MFU is computed against a real figure"
+        )
+    return value
 
 
 # Bench mode on a CPU (CI, laptops) has no data-sheet peak: MFU there is against this nominal 1 TFLOP/s per
@@ -96,11 +101,10 @@ def peak_bandwidth(device_name: str, override_gbps: float | None = None) -> floa
     """Peak memory bandwidth in bytes/s for one device; `override_gbps` (GB/s) wins when given."""
     if override_gbps:
         return float(override_gbps) * 1e9
-    low = device_name.lower()
-    for key, value in PEAK_BANDWIDTH:
-        if key in low:
-            return value
-    raise UnknownDeviceError(
-        f"no peak memory bandwidth known for device {device_name!r}; pass --peak-bandwidth-gbps "
-        "so that decode bandwidth utilisation is computed against a real figure"
-    )
+    value = _lookup(PEAK_BANDWIDTH, device_name)
+    if value is None:
+        raise UnknownDeviceError(
+            f"no peak memory bandwidth known for device {device_name!r}; pass --peak-bandwidth-gbps "
+            "so that decode bandwidth utilisation is computed against a real figure"
+        )
+    return value

@@ -272,15 +272,7 @@ class FastCausalLM(nn.Module):
         a, m = layer.self_attn, layer.mlp
         if isinstance(m, SparseMoeBlock):
             return self._moe_layer_args(layer)
-        pre_w = (
-            layer.input_layernorm.weight,
-            a.q_proj.weight,
-            a.k_proj.weight,
-            a.v_proj.weight,
-            None if a.q_norm is None else a.q_norm.weight,
-            None if a.k_norm is None else a.k_norm.weight,
-        )
-        pre_lora = (a.q_proj.lora, a.k_proj.lora, a.v_proj.lora)
+        pre_w, pre_lora, _, _, _ = self._dense_attn_args(layer)
         post_w = (a.o_proj.weight, layer.post_attention_layernorm.weight, m.gate_proj.weight, m.up_proj.weight)
         post_w = (*post_w, m.down_proj.weight)
         post_lora = (a.o_proj.lora, m.gate_proj.lora, m.up_proj.lora, m.down_proj.lora)
