@@ -12,10 +12,40 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass, field
 
 from trainbench.operator.api import API_VERSION, KIND
 from trainbench.operator.plan import Case
 from trainbench.trainer.contract import METRICS_PORT
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """What a pool (and the operator's configuration) puts into every trainer pod of its cases."""
+
+    resource_name: str = "nvidia.com/gpu"
+    node_selector: dict = field(default_factory=dict)
+    tolerations: list = field(default_factory=list)
+    cpu: str | None = None
+    memory: str | None = None
+    metrics_port: int = METRICS_PORT
+    pod_annotations: dict = field(default_factory=dict)
+    compile_cache_claim: str | None = None  # the pool's compile-cache PersistentVolumeClaim
+
+    @classmethod
+    def for_pool(cls, pool, pod_annotations: dict | None = None) -> PodSettings:
+        """From a parsed `api.Pool`."""
+        cache = pool.compile_cache
+        return cls(
+            resource_name=pool.resource_name,
+            node_selector=dict(pool.node_selector),
+            tolerations=[tol.model_dump(by_alias=True, exclude_none=True) for tol in pool.tolerations],
+            cpu=pool.cpu,
+            memory=pool.memory,
+            pod_annotations=dict(pod_annotations or {}),
+            compile_cache_claim=cache.persistent_volume_claim.claim_name if cache else None,
+        )
+
 
 # --- labels and annotations -----------------------------------------------------------------------------
 L_NAME = "app.kubernetes.io/name"
@@ -206,35 +236,15 @@ def build_job(
     case: Case,
     *,
     namespace: str,
-    resource_name: str = "nvidia.com/gpu",
-    node_selector: dict | None = None,
-    tolerations: list | None = None,
-    cpu: str | None = None,
-    memory: str | None = None,
+    pod: PodSettings | None = None,
     queue_name: str | None = None,
     suite: str | None = None,
-    metrics_port: int = METRICS_PORT,
-    pod_annotations: dict | None = None,
-    compile_cache_claim: str | None = None,
 ) -> dict:
     """The batch/v1 Job of one case (see docs/operator.md "What a case's Job looks like")."""
+    pod = pod or PodSettings()
     name = job_name(run["metadata"]["name"], case.id)
     labels = case_labels(run, case, suite)
-    job_spec = _job_spec(
-        run,
-        case,
-        name=name,
-        multi_node_engine=ENGINE_JOB,
-        labels=labels,
-        resource_name=resource_name,
-        node_selector=node_selector,
-        tolerations=tolerations,
-        cpu=cpu,
-        memory=memory,
-        metrics_port=metrics_port,
-        pod_annotations=pod_annotations,
-        compile_cache_claim=compile_cache_claim,
-    )
+    job_spec = _job_spec(run, case, name=name, multi_node_engine=ENGINE_JOB, labels=labels, pod=pod)
     if case.nodes > 1:
         job_spec["template"]["spec"]["subdomain"] = name  # the headless Service `build_service` makes
     if queue_name:
@@ -259,41 +269,21 @@ def build_jobset(
     case: Case,
     *,
     namespace: str,
-    resource_name: str = "nvidia.com/gpu",
-    node_selector: dict | None = None,
-    tolerations: list | None = None,
-    cpu: str | None = None,
-    memory: str | None = None,
+    pod: PodSettings | None = None,
     queue_name: str | None = None,
     suite: str | None = None,
-    metrics_port: int = METRICS_PORT,
-    pod_annotations: dict | None = None,
-    compile_cache_claim: str | None = None,
 ) -> dict:
     """The jobset.x-k8s.io/v1alpha2 JobSet of a multi-node case (spec.multiNode.engine JobSet): one replicated
     Job `node` (replicas 1) whose template is the Indexed Job `build_job` makes (same pods, env, labels), with
     JobSet's DNS hostnames instead of a Service of ours, no restarts (a failed pod fails the case) and success
     when every pod succeeded. With `queue_name`, the JobSet carries Kueue's label and starts suspended: Kueue
     admits the JobSet as one workload (all pods together) by unsuspending it."""
+    pod = pod or PodSettings()
     if case.nodes <= 1:
         raise ValueError(f"case {case.id} runs on one node: a plain Job, not a JobSet")
     name = jobset_name(run["metadata"]["name"], case.id)
     labels = case_labels(run, case, suite)
-    job_spec = _job_spec(
-        run,
-        case,
-        name=name,
-        multi_node_engine=ENGINE_JOBSET,
-        labels=labels,
-        resource_name=resource_name,
-        node_selector=node_selector,
-        tolerations=tolerations,
-        cpu=cpu,
-        memory=memory,
-        metrics_port=metrics_port,
-        pod_annotations=pod_annotations,
-        compile_cache_claim=compile_cache_claim,
-    )
+    job_spec = _job_spec(run, case, name=name, multi_node_engine=ENGINE_JOBSET, labels=labels, pod=pod)
     annotations = {A_CASE: json.dumps(case.to_dict(), sort_keys=True)}
     spec: dict = {
         "replicatedJobs": [
@@ -326,24 +316,9 @@ def build_jobset(
     }
 
 
-def _job_spec(
-    run: dict,
-    case: Case,
-    *,
-    name: str,
-    multi_node_engine: str,
-    labels: dict,
-    resource_name: str,
-    node_selector: dict | None,
-    tolerations: list | None,
-    cpu: str | None,
-    memory: str | None,
-    metrics_port: int,
-    pod_annotations: dict | None,
-    compile_cache_claim: str | None = None,
-) -> dict:
+def _job_spec(run: dict, case: Case, *, name: str, multi_node_engine: str, labels: dict, pod: PodSettings) -> dict:
     """The spec of a case's Job (plain, or a JobSet's replicated Job): the pods, their command and limits.
-    With `compile_cache_claim`, the PersistentVolumeClaim of the pool's compile cache is mounted at
+    With `pod.compile_cache_claim`, the PersistentVolumeClaim of the pool's compile cache is mounted at
     COMPILE_CACHE_PATH and torch's cache directories point into it (COMPILE_CACHE_ENV)."""
     run_name = run["metadata"]["name"]
     pod_labels = dict(labels)
@@ -351,7 +326,7 @@ def _job_spec(
         "name": CONTAINER,
         "image": case.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": trainer_command(case, run_name, name, metrics_port),
+        "command": trainer_command(case, run_name, name, pod.metrics_port),
         "env": [
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "TRAINBENCH_RUN", "value": run_name},
@@ -360,8 +335,8 @@ def _job_spec(
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             *torchrun_env(case, name, multi_node_engine),
         ],
-        "ports": [{"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"}],
-        "resources": _quantity_resources(case, resource_name, cpu, memory),
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": pod.metrics_port, "protocol": "TCP"}],
+        "resources": _quantity_resources(case, pod.resource_name, pod.cpu, pod.memory),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -377,18 +352,18 @@ def _job_spec(
         "containers": [container],
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
     }
-    if memory:
-        pod_spec["volumes"][0]["emptyDir"]["sizeLimit"] = memory
-    if compile_cache_claim:
+    if pod.memory:
+        pod_spec["volumes"][0]["emptyDir"]["sizeLimit"] = pod.memory
+    if pod.compile_cache_claim:
         container["env"] += [{"name": k, "value": v} for k, v in COMPILE_CACHE_ENV]
         container["volumeMounts"].append({"name": COMPILE_CACHE_VOLUME, "mountPath": COMPILE_CACHE_PATH})
         pod_spec["volumes"].append(
-            {"name": COMPILE_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": compile_cache_claim}}
+            {"name": COMPILE_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": pod.compile_cache_claim}}
         )
-    if node_selector:
-        pod_spec["nodeSelector"] = dict(node_selector)
-    if tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in tolerations]
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in pod.tolerations]
     job_spec: dict = {
         "backoffLimit": 0,
         "activeDeadlineSeconds": case.timeout_seconds,
@@ -404,7 +379,7 @@ def _job_spec(
         "template": {
             "metadata": {
                 "labels": pod_labels,
-                "annotations": {**(pod_annotations or {}), A_METRICS_PORT: str(metrics_port)},
+                "annotations": {**pod.pod_annotations, A_METRICS_PORT: str(pod.metrics_port)},
             },
             "spec": pod_spec,
         },

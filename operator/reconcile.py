@@ -227,17 +227,9 @@ def reconcile(
             occupied[case.pool] += 1
             kwargs = dict(
                 namespace=namespace,
-                resource_name=pool.resource_name,
-                node_selector=pool.node_selector,
-                tolerations=[tol.model_dump(by_alias=True, exclude_none=True) for tol in pool.tolerations],
-                cpu=pool.cpu,
-                memory=pool.memory,
+                pod=K.PodSettings.for_pool(pool, pod_annotations),
                 queue_name=spec.queue_name,
                 suite=suite,
-                pod_annotations=pod_annotations,
-                compile_cache_claim=(
-                    pool.compile_cache.persistent_volume_claim.claim_name if pool.compile_cache else None
-                ),
             )
             if engine == K.ENGINE_JOBSET:
                 obj = K.build_jobset(run, case, **kwargs)

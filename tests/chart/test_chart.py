@@ -483,7 +483,10 @@ def test_compile_cache_claim_is_made_and_used_by_the_suites(render):
     pool = next(p for p in spec.pools if p.name == case.pool)
     claim = pool.compile_cache.persistent_volume_claim.claim_name
     job = K.build_job(
-        {**run, "metadata": {"name": "nightly-1", "uid": "u"}}, case, namespace=NAMESPACE, compile_cache_claim=claim
+        {**run, "metadata": {"name": "nightly-1", "uid": "u"}},
+        case,
+        namespace=NAMESPACE,
+        pod=K.PodSettings(compile_cache_claim=claim),
     )
     kv.validate(job, KUBE_VERSION, strict=True)
     pod = job["spec"]["template"]["spec"]

@@ -74,11 +74,13 @@ def _assert_not_mounted(pod: dict) -> None:
 
 def test_single_node_job_mounts_the_claim_and_sets_the_cache_env():
     case = plan(_spec([{"name": "h200", "gpusPerNode": 2, "compileCache": CACHE}]))[0]
-    job = K.build_job(RUN, case, namespace="bench", memory="64Gi", compile_cache_claim="trainbench-compile-cache")
+    job = K.build_job(
+        RUN, case, namespace="bench", pod=K.PodSettings(memory="64Gi", compile_cache_claim="trainbench-compile-cache")
+    )
     kubernetes_validate.validate(job, "1.30.0", strict=True)
     _assert_mounted(_pod(job))
     # without a claim: nothing of it (the default)
-    plain = K.build_job(RUN, case, namespace="bench", memory="64Gi")
+    plain = K.build_job(RUN, case, namespace="bench", pod=K.PodSettings(memory="64Gi"))
     _assert_not_mounted(_pod(plain))
     # the cache changes nothing else of the pod
     with_cache = copy.deepcopy(_pod(job))
@@ -95,7 +97,7 @@ def test_multi_node_pods_mount_it_too(engine):
     case = plan(spec)[0]
     assert case.nodes == 2
     build = K.build_jobset if engine == "JobSet" else K.build_job
-    obj = build(RUN, case, namespace="bench", compile_cache_claim="trainbench-compile-cache")
+    obj = build(RUN, case, namespace="bench", pod=K.PodSettings(compile_cache_claim="trainbench-compile-cache"))
     if engine == "JobSet":
         assert jobset_errors(obj) == []
         rjob = obj["spec"]["replicatedJobs"][0]["template"]

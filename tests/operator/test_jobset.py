@@ -83,7 +83,9 @@ def test_jobset_validates_against_jobset_and_kubernetes_schemas():
     case = next(c for c in plan(spec) if c.nodes == 2)
     pool = spec.pools[0]
     tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    kw = dict(node_selector={"gpu": "h100"}, tolerations=tolerations, cpu=pool.cpu, memory=pool.memory)
+    kw = dict(
+        pod=K.PodSettings(node_selector={"gpu": "h100"}, tolerations=tolerations, cpu=pool.cpu, memory=pool.memory)
+    )
     js = K.build_jobset(RUN, case, namespace="bench", queue_name="gpu-queue", suite="nightly", **kw)
     assert jobset_errors(js) == []
     name = js["metadata"]["name"]

@@ -157,11 +157,13 @@ def test_job_single_node():
         RUN,
         case,
         namespace="bench",
-        resource_name=pool.resource_name,
-        node_selector={"gpu": "mi300x"},
-        tolerations=[t.model_dump(exclude_none=True) for t in pool.tolerations],
-        cpu=pool.cpu,
-        memory=pool.memory,
+        pod=K.PodSettings(
+            resource_name=pool.resource_name,
+            node_selector={"gpu": "mi300x"},
+            tolerations=[t.model_dump(exclude_none=True) for t in pool.tolerations],
+            cpu=pool.cpu,
+            memory=pool.memory,
+        ),
     )
     k8s_valid(job)
     assert job["metadata"]["name"] == K.job_name("nightly-20260207", case.id)
@@ -180,7 +182,9 @@ def test_job_single_node():
 def test_job_multi_node_and_kueue():
     spec = _spec(nodes=2)
     case = plan(spec)[0]
-    job = K.build_job(RUN, case, namespace="bench", resource_name="amd.com/gpu", queue_name="gpu-queue")
+    job = K.build_job(
+        RUN, case, namespace="bench", pod=K.PodSettings(resource_name="amd.com/gpu"), queue_name="gpu-queue"
+    )
     svc = K.build_service(RUN, case, namespace="bench")
     k8s_valid(job)
     k8s_valid(svc)
