@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from generated import write_or_check  # charts/trainbench/hack/generated.py (the script's folder is on sys.path)
+
 from trainbench.trainer import contract as c
 
 OUT = Path(__file__).resolve().parent.parent / "dashboards"
@@ -377,18 +379,8 @@ def render() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    stale = []
-    for name, text in render().items():
-        path = OUT / name
-        if "--check" in argv:
-            if not path.exists() or path.read_text() != text:
-                stale.append(name)
-        else:
-            path.write_text(text)
-    if stale:
-        print(f"out of date: {', '.join(stale)}; run python {Path(__file__).name}", file=sys.stderr)
-        return 1
-    return 0
+    files = {OUT / name: text for name, text in render().items()}
+    return write_or_check(files, argv, "charts/trainbench/hack/dashboards.py")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from generated import write_or_check  # charts/trainbench/hack/generated.py
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "trainbench"
@@ -60,18 +61,8 @@ def render() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    stale = []
-    for name, text in render().items():
-        path = OUT / name
-        if "--check" in argv:
-            if not path.exists() or path.read_text() != text:
-                stale.append(name)
-        else:
-            path.write_text(text)
-    if stale:
-        print(f"manifests out of date: {', '.join(stale)}; run python charts/trainbench/hack/manifests.py")
-        return 1
-    return 0
+    files = {OUT / name: text for name, text in render().items()}
+    return write_or_check(files, argv, "charts/trainbench/hack/manifests.py")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from generated import write_or_check  # charts/trainbench/hack/generated.py
+
 OUT = Path(__file__).resolve().parents[1] / "values.schema.json"
 dns = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 qty = {"type": ["string", "number"], "pattern": r"^[0-9.]+([eEinumkKMGTP]*[-+]?[0-9]*)?$"}
@@ -322,8 +324,4 @@ schema = {
     },
 }
 text = json.dumps(schema, indent=2) + "\n"
-if "--check" in sys.argv:
-    if not OUT.exists() or OUT.read_text() != text:
-        sys.exit("values.schema.json is out of date; run python charts/trainbench/hack/values_schema.py")
-else:
-    OUT.write_text(text)
+sys.exit(write_or_check({OUT: text}, sys.argv[1:], "charts/trainbench/hack/values_schema.py"))
