@@ -128,7 +128,10 @@ def run_case(case: Case, out: str, timeout: float) -> dict:
 def summarize(row: dict) -> dict:
     r = row.get("result") or {}
     measured = [s for s in r.get("steps") or [] if not s.get("warmup")]
-    s = {"name": row["name"], "status": r.get("status", f"rc={row['rc']}"), "wall_s": row["wall_s"]}
+    status = r.get("status", f"rc={row['rc']}")
+    if r and row["rc"] != 0:  # a result was written, then the process failed (e.g. an abort at exit)
+        status = f"{status}, then rc={row['rc']}"
+    s = {"name": row["name"], "status": status, "wall_s": row["wall_s"]}
     if r.get("error"):
         s["error"] = r["error"]
     if measured:

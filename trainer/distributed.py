@@ -56,6 +56,13 @@ def init(world: World, device: torch.device) -> None:
 
 def shutdown() -> None:
     if dist.is_initialized():
+        # collect the finished run's reference cycles first (the DDP/FSDP-wrapped model, its reducer and pending
+        # works hold the process group): otherwise the group's C++ backend can outlive destroy_process_group and
+        # be torn down at interpreter exit with its worker threads still joinable, which aborts the process
+        # ("terminate called without an active exception") after the result was written
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
 
 
