@@ -1,0 +1,173 @@
+"""Statistics of repeated measurements: the value of a case, its two spreads, and the test behind a verdict.
+
+A case runs `repeats` times as fresh processes (or pods). Each repeat gives a per-step summary of every
+metric: {mean, std, n}. Two sources of variance follow:
+
+- step-to-step: the spread of the steps inside one process (`std` of a repeat);
+- run-to-run: the spread of the repeats' means, which sees what one process cannot (compiler autotuning
+  choices, host load, clocks, memory placement).
+
+The value of a case is the median of its repeats' means, or the olympic mean (drop the lowest and the
+highest) from 5 repeats up, as MLPerf scores. The test between a current and a baseline set of repeats is
+Welch's t-test (scipy) on the repeats' means, each side's variance being the larger of its run-to-run variance
+and its step-to-step variance of a mean; a side of one repeat borrows the other side's run-to-run spread, and
+when neither side has two repeats the relative `noise_floor` stands in for the unseen run-to-run spread. A change
+is significant when the t-test says so (p < alpha) AND it is larger than twice the relative run-to-run spread of
+either side (a change that small is within what two fresh processes of identical code show).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from scipy import stats as _scipy_stats
+
+DEFAULT_ALPHA = 0.05
+DEFAULT_NOISE_FLOOR = 0.03  # relative run-to-run spread assumed when no side has two repeats
+
+
+def central(values: Sequence[float]) -> float | None:
+    """The value of a set of repeats: median below 5 values, olympic mean (min and max dropped) from 5 up."""
+    vals = sorted(float(v) for v in values if _finite(v))
+    if not vals:
+        return None
+    if len(vals) >= 5:
+        return statistics.fmean(vals[1:-1])
+    return statistics.median(vals)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """One side of a comparison: the per-repeat means of a metric with their step-to-step spreads."""
+
+    means: tuple[float, ...]
+    step_stds: tuple[float, ...] = ()
+    step_counts: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, summaries: Iterable[dict | float | None]) -> Samples:
+        """From per-repeat summaries {mean, std, n} (or plain numbers); unusable entries are skipped."""
+        means, stds, ns = [], [], []
+        for s in summaries:
+            if isinstance(s, dict):
+                m, sd, n = s.get("mean"), s.get("std"), s.get("n")
+            else:
+                m, sd, n = s, None, None
+            if not _finite(m):
+                continue
+            means.append(float(m))
+            if _finite(sd) and isinstance(n, int) and n > 0:
+                stds.append(float(sd))
+                ns.append(int(n))
+        return cls(tuple(means), tuple(stds), tuple(ns))
+
+    @property
+    def k(self) -> int:
+        return len(self.means)
+
+    @property
+    def value(self) -> float | None:
+        return central(self.means)
+
+    @property
+    def run_std(self) -> float | None:
+        """Run-to-run standard deviation of the repeats' means (None below two repeats)."""
+        return statistics.stdev(self.means) if self.k >= 2 else None
+
+    @property
+    def step_std(self) -> float | None:
+        """Pooled step-to-step standard deviation inside the repeats (None when unmeasured)."""
+        if not self.step_stds:
+            return None
+        return math.sqrt(statistics.fmean(s * s for s in self.step_stds))
+
+    @property
+    def step_var_of_mean(self) -> float:
+        """Variance of one repeat's mean that the step-to-step spread alone explains."""
+        if not self.step_stds:
+            return 0.0
+        return statistics.fmean(s * s / n for s, n in zip(self.step_stds, self.step_counts, strict=True))
+
+    def summary(self) -> dict:
+        """What results.json records: the value, both spreads, the repeats' means."""
+        value, run_std = self.value, self.run_std
+        return {
+            "value": value,
+            "repeats": self.k,
+            "means": list(self.means),
+            "run_std": run_std,
+            "run_cv": (run_std / abs(value)) if run_std is not None and value else None,
+            "step_std": self.step_std,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Current against baseline for one metric: relative change, p-value and whether it is significant."""
+
+    current: float | None
+    baseline: float | None
+    change_pct: float | None  # signed, (current - baseline) / |baseline|
+    p_value: float | None
+    significant: bool
+    noise_pct: float | None  # the change (percent) below which the two sides cannot be told apart
+    method: str
+
+    def to_dict(self) -> dict:
+        return {
+            "current": self.current,
+            "baseline": self.baseline,
+            "change_pct": self.change_pct,
+            "p_value": self.p_value,
+            "significant": self.significant,
+            "noise_pct": self.noise_pct,
+            "method": self.method,
+        }
+
+
+def _side_var(s: Samples, borrowed_rel: float, ref: float) -> float:
+    """Variance of one repeat's mean on side `s`: measured run-to-run variance, else the borrowed relative one."""
+    run = s.run_std
+    run_var = run * run if run is not None else (borrowed_rel * ref) ** 2
+    return max(run_var, s.step_var_of_mean)
+
+
+def compare(
+    current: Samples,
+    baseline: Samples,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    noise_floor: float = DEFAULT_NOISE_FLOOR,
+) -> Comparison:
+    """Welch's t-test between two sets of repeats (module docstring)."""
+    cur, base = current.value, baseline.value
+    if cur is None or base is None or base == 0:
+        return Comparison(cur, base, None, None, False, None, "none")
+    change = (cur - base) / abs(base) * 100.0
+    rel = [s.run_std / abs(s.value) for s in (current, baseline) if s.run_std is not None and s.value not in (None, 0)]
+    borrowed = max(rel) if rel else noise_floor
+    var_c = _side_var(current, borrowed, abs(cur))
+    var_b = _side_var(baseline, borrowed, abs(base))
+    # Welch's test needs a variance per side and at least one degree of freedom per side: a side of one repeat
+    # is given two "observations" of the borrowed spread (its variance is a prior, not a measurement).
+    n_c, n_b = max(current.k, 2), max(baseline.k, 2)
+    mean_c = statistics.fmean(current.means)
+    mean_b = statistics.fmean(baseline.means)
+    if var_c == 0 and var_b == 0:
+        p = 0.0 if mean_c != mean_b else 1.0
+    else:
+        res = _scipy_stats.ttest_ind_from_stats(
+            mean_c, math.sqrt(var_c), n_c, mean_b, math.sqrt(var_b), n_b, equal_var=False
+        )
+        p = float(res.pvalue) if math.isfinite(res.pvalue) else 1.0
+    noise_pct = 200.0 * borrowed
+    significant = p < alpha and abs(change) > noise_pct
+    method = "welch" if current.k >= 2 and baseline.k >= 2 else "welch+floor"
+    return Comparison(cur, base, change, p, significant, noise_pct, method)
