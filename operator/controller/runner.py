@@ -14,15 +14,15 @@ import json
 import logging
 import os
 import sys
-from importlib import resources
 
+from trainbench.operator.crd import crd_yaml
 from trainbench.trainer.contract import OPERATOR_METRICS_PORT
 
 ENV_POD_ANNOTATIONS = "TRAINBENCH_TRAINER_POD_ANNOTATIONS"  # JSON object: annotations for every trainer pod
 
 
 def crd_text() -> str:
-    return resources.files("trainbench.operator").joinpath("data/crd.yaml").read_text()
+    return crd_yaml()  # generated from the API types (operator/crd.py)
 
 
 class JsonFormatter(logging.Formatter):

@@ -18,7 +18,7 @@ from trainbench.operator.plan import plan
 from trainbench.trainer.config import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = yaml.safe_load((ROOT / "operator" / "data" / "crd.yaml").read_text())
+CRD = yaml.safe_load((ROOT / "manifests" / "crd.yaml").read_text())
 SPEC_SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
 
 

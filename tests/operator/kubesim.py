@@ -60,7 +60,7 @@ from kmock._internal import dicts as kdicts
 from kmock._internal import enums
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO / "operator" / "data" / "crd.yaml"
+CRD_PATH = REPO / "manifests" / "crd.yaml"
 
 
 def now_iso() -> str:

@@ -19,7 +19,7 @@ from trainbench.operator import kube as K
 from trainbench.operator.plan import plan
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = yaml.safe_load((ROOT / "operator" / "data" / "crd.yaml").read_text())
+CRD = yaml.safe_load((ROOT / "manifests" / "crd.yaml").read_text())
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
 RUN = {
     "apiVersion": api.API_VERSION,

@@ -31,7 +31,7 @@ from trainbench.operator.plan import plan
 from trainbench.trainer import contract as C
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = yaml.safe_load((ROOT / "operator" / "data" / "crd.yaml").read_text())
+CRD = yaml.safe_load((ROOT / "manifests" / "crd.yaml").read_text())
 NOW = datetime(2026, 2, 7, 3, 0, tzinfo=timezone.utc)
 RUN = {
     "apiVersion": api.API_VERSION,

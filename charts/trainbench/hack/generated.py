@@ -1,4 +1,4 @@
-"""Write generated files, or with --check report those whose content on disk differs (the three hack/ scripts)."""
+"""Write generated files, or with --check report those whose content on disk differs (the hack/ scripts)."""
 
 from __future__ import annotations
 

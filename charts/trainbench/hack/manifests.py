@@ -3,7 +3,7 @@
     python charts/trainbench/hack/manifests.py          # rewrite manifests/trainbench.yaml etc.
     python charts/trainbench/hack/manifests.py --check  # exit 1 when manifests/ is out of date
 
-manifests/crd.yaml is the operator's CRD (operator/data/crd.yaml); this script writes the rest.
+manifests/crd.yaml is the CRD generated from operator/api.py (hack/crd.py); this script writes the rest.
 """
 
 from __future__ import annotations
