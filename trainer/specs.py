@@ -116,6 +116,23 @@ class ModelSpec:
             return 4 * self.n_active() + 6 * self.lora_params(lora_rank, lora_targets) + attn
         return 6 * self.n_active() + attn
 
+    def causal_attention_flops(self, doc_lens) -> int:
+        """Training FLOPs (fwd + bwd = 3 x fwd) of attention over one packed sequence as it is really computed:
+        causal, within each document, with the real head_dim. Per layer and head, a document of length d costs
+        2 GEMMs (QK^T, PV) x 2 FLOPs x d(d+1)/2 score entries x head_dim forward."""
+        pairs = sum(int(d) * (int(d) + 1) // 2 for d in doc_lens)
+        return 3 * 2 * 2 * pairs * self.head_dim * self.heads * self.layers
+
+    def done_flops_per_token(self, doc_lens, lora_rank: int | None = None, lora_targets=DEFAULT_LORA_TARGETS) -> float:
+        """FLOPs per token of the work actually done on a packed sequence of documents `doc_lens` (the honest
+        MFU's numerator); `flops_per_token` is prime-rl's figure, which counts full attention over the whole
+        packed length with head_dim = hidden / heads."""
+        tokens = sum(int(d) for d in doc_lens)
+        dense = (
+            4 * self.n_active() + 6 * self.lora_params(lora_rank, lora_targets) if lora_rank else 6 * self.n_active()
+        )
+        return dense + self.causal_attention_flops(doc_lens) / max(tokens, 1)
+
 
 def _normalise(name: str) -> str:
     return name.strip().lower().split("/")[-1]

@@ -43,3 +43,24 @@ def test_peak_flops():
     assert peak_flops("whatever", override_tflops=100) == 100e12
     with pytest.raises(UnknownDeviceError, match="--peak-tflops"):
         peak_flops("Mystery GPU 9000")
+
+
+def test_honest_mfu_of_a_packed_four_document_batch():
+    """The work actually done on 4 documents of a 64k sequence: causal attention within each document with the
+    real head_dim, against prime-rl's full attention over the packed length with hidden / heads."""
+    spec = resolve_model("qwen3-4b")
+    docs = [16384] * 4
+    seq = sum(docs)
+    prime = spec.flops_per_token(seq)
+    done = spec.done_flops_per_token(docs)
+    dense = 6 * spec.n_active()
+    # attention ratio done / prime-rl: sum(d(d+1)/2) * head_dim over (T^2 * hidden / heads)
+    pairs = sum(d * (d + 1) // 2 for d in docs)
+    ratio = (pairs * spec.head_dim) / (seq * seq * (spec.hidden // spec.heads))
+    assert (done - dense) == pytest.approx((prime - dense) * ratio, rel=1e-9)
+    assert ratio == pytest.approx(1 / 8 * spec.head_dim / (spec.hidden // spec.heads), rel=1e-3)
+    assert done < prime
+    # one document: causal attention is (T + 1) / 2T of the full square
+    one_attn = spec.done_flops_per_token([seq]) - dense
+    q_ratio = spec.head_dim / (spec.hidden // spec.heads)
+    assert one_attn == pytest.approx((prime - dense) * (seq + 1) / (2 * seq) * q_ratio, rel=1e-9)
