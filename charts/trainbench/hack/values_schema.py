@@ -1,7 +1,11 @@
-"""Generate ../values.schema.json (the chart's values schema).
+"""Generate ../values.schema.json (the chart's values schema) and ../templates/_registry.tpl (the model registry).
 
-python charts/trainbench/hack/values_schema.py          # rewrite values.schema.json
-python charts/trainbench/hack/values_schema.py --check  # exit 1 when it is out of date
+python charts/trainbench/hack/values_schema.py          # rewrite both
+python charts/trainbench/hack/values_schema.py --check  # exit 1 when one is out of date
+
+_registry.tpl holds the names the trainer's model registry (trainbench.trainer.specs) resolves and the message the
+operator's parser gives for any other name, so `helm install`/`helm template` refuses a suite naming an unknown
+model with the operator's own words, instead of the CronJob failing at night.
 """
 
 import json
@@ -10,7 +14,11 @@ from pathlib import Path
 
 from generated import write_or_check  # charts/trainbench/hack/generated.py
 
+from trainbench.operator.api import SpecError
+from trainbench.trainer import specs
+
 OUT = Path(__file__).resolve().parents[1] / "values.schema.json"
+REGISTRY = Path(__file__).resolve().parents[1] / "templates" / "_registry.tpl"
 dns = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 qty = {"type": ["string", "number"], "pattern": r"^[0-9.]+([eEinumkKMGTP]*[-+]?[0-9]*)?$"}
 resources = {
@@ -38,6 +46,23 @@ duration = {
     "type": "string",
     "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$",
     "description": "a Prometheus duration such as 30s or 1m",
+}
+digest = {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"}
+family_image = {
+    "oneOf": [
+        {"type": "string", "minLength": 1, "description": "name, name:tag, name@sha256:..., or a full reference"},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "tag": {"type": "string"},
+                "digest": digest,
+                "registry": {"type": "string", "minLength": 1},
+            },
+        },
+    ]
 }
 dns_subdomain = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 compile_cache = {
@@ -89,8 +114,8 @@ pool = {
     "type": "object",
     "additionalProperties": False,
     "properties": pool_fields,
-    "anyOf": [{"required": ["family"]}, {"required": ["image"]}],
-    "description": "a GPU pool preset (BenchmarkRun pool fields plus family)",
+    "description": "a GPU pool preset (BenchmarkRun pool fields plus family; without both family and image the "
+    "family follows resourceName through image.familyByResource)",
 }
 pool_ref = {
     "oneOf": [
@@ -102,6 +127,18 @@ pool_ref = {
             "properties": {"name": {"type": "string", "pattern": dns}, **{k: v for k, v in pool_fields.items()}},
         },
     ]
+}
+run_history = {
+    "successfulRunsHistoryLimit": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "description": "Succeeded BenchmarkRuns of the suite to keep (null: all); the newest is the next baseline",
+    },
+    "failedRunsHistoryLimit": {
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "description": "Failed and PartiallyFailed BenchmarkRuns of the suite to keep (null: all)",
+    },
 }
 cron = "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\\S+\\s+){4}\\S+)$"
 suite = {
@@ -119,6 +156,7 @@ suite = {
         "startingDeadlineSeconds": {"type": "integer", "minimum": 10},
         "successfulJobsHistoryLimit": {"type": "integer", "minimum": 0},
         "failedJobsHistoryLimit": {"type": "integer", "minimum": 0},
+        **run_history,
         "pools": {"type": "array", "minItems": 1, "items": pool_ref},
         "spec": {
             "type": "object",
@@ -153,9 +191,15 @@ schema = {
             "properties": {
                 "registry": {"type": "string", "minLength": 1},
                 "tag": {"type": "string"},
+                "digest": {**digest, "description": "sha256 digest of the operator image (pull by digest)"},
                 "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
                 "operator": {"type": "string", "minLength": 1},
-                "families": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+                "families": {"type": "object", "additionalProperties": family_image},
+                "familyByResource": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "minLength": 1},
+                    "description": "resourceName -> family, for pools that name neither family nor image",
+                },
             },
         },
         "imagePullSecrets": {
@@ -204,6 +248,35 @@ schema = {
             "properties": {"create": {"type": "boolean"}, "crdDiscovery": {"type": "boolean"}},
         },
         "pools": {"type": "object", "propertyNames": {"pattern": dns, "maxLength": 30}, "additionalProperties": pool},
+        "trainerPods": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "what every trainer pod gets; only annotations are applied today (API pod overrides pending)",
+            "properties": {
+                "imagePullSecrets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": False,
+                        "properties": {"name": {"type": "string", "pattern": dns_subdomain}},
+                    },
+                },
+                "serviceAccountName": {"type": "string", "pattern": "^(" + dns_subdomain[1:-1] + ")?$"},
+                "priorityClassName": {"type": "string"},
+                "runtimeClassName": {"type": "string"},
+                "affinity": {"type": "object"},
+                "labels": strmap,
+                "annotations": strmap,
+                "env": {"type": "array", "items": {"type": "object", "required": ["name"]}},
+                "resources": resources,
+                "volumes": {"type": "array", "items": {"type": "object", "required": ["name"]}},
+                "volumeMounts": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["name", "mountPath"]},
+                },
+            },
+        },
         "compileCache": {
             "type": "object",
             "additionalProperties": False,
@@ -240,7 +313,19 @@ schema = {
                 "startingDeadlineSeconds": {"type": "integer", "minimum": 10},
                 "successfulJobsHistoryLimit": {"type": "integer", "minimum": 0},
                 "failedJobsHistoryLimit": {"type": "integer", "minimum": 0},
+                **run_history,
                 "backoffLimit": {"type": "integer", "minimum": 0},
+                "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
+                "resources": resources,
+            },
+        },
+        "test": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean", "description": "render the `helm test` Pod"},
+                "pool": {"type": "string", "pattern": "^(" + dns[1:-1] + ")?$", "description": "a key of pools"},
+                "timeoutSeconds": {"type": "integer", "minimum": 60},
                 "resources": resources,
             },
         },
@@ -266,6 +351,11 @@ schema = {
             "additionalProperties": False,
             "properties": {
                 "enabled": {"type": "boolean"},
+                "labels": {
+                    **strmap,
+                    "description": "labels on every ServiceMonitor, PodMonitor and PrometheusRule, e.g. "
+                    "{release: kps} for kube-prometheus-stack's default selectors",
+                },
                 "serviceMonitor": {
                     "type": "object",
                     "additionalProperties": False,
@@ -323,5 +413,31 @@ schema = {
         },
     },
 }
+
+
+def registry_tpl() -> str:
+    """Accepted model names (the registry's names and its Hugging Face names, normalised as resolve_model does)
+    and the parser's message for an unknown one, as a printf format of (field, quoted name)."""
+    names = set()
+    for cfg in specs._shipped().values():
+        names |= {cfg["_name"], specs._normalise(cfg["_hf_name"])}
+    sentinel = "ZZ-SENTINEL-ZZ"
+    try:
+        specs.resolve_model(sentinel)
+    except specs.UnknownModelError as e:
+        message = str(SpecError("%s", str(e).replace("%", "%%").replace(repr(sentinel), "%s")))
+    else:
+        raise SystemExit(f"the registry resolves {sentinel!r}")
+    data = {"models": sorted(names), "unknownModel": message}
+    return (
+        "{{/* Generated by charts/trainbench/hack/values_schema.py from trainbench.trainer.specs. Do not edit. */}}\n"
+        '{{- define "trainbench.registry" -}}\n' + json.dumps(data, indent=None) + "\n{{- end -}}\n"
+    )
+
+
+schema["properties"]["suites"]["additionalProperties"]["properties"]["spec"]["properties"]["matrix"]["properties"][
+    "models"
+]["items"]["examples"] = specs.list_models()
 text = json.dumps(schema, indent=2) + "\n"
-sys.exit(write_or_check({OUT: text}, sys.argv[1:], "charts/trainbench/hack/values_schema.py"))
+files = {OUT: text, REGISTRY: registry_tpl()}
+sys.exit(write_or_check(files, sys.argv[1:], "charts/trainbench/hack/values_schema.py"))

@@ -42,8 +42,68 @@ app.kubernetes.io/part-of: trainbench
 {{- default .Chart.AppVersion .Values.image.tag -}}
 {{- end -}}
 
+{{/*
+An image reference. Call with (dict "root" $ "image" <string or {name, tag, digest, registry}> "digest" <string>).
+A string is `name` (<image.registry>/name:<image.tag or appVersion>), `name:tag`, `name@sha256:...`, or a full
+reference whose first segment is a registry host (has a "." or ":", or is localhost), used as it is. A digest
+(`sha256:...`) is appended after the tag: the kubelet pulls by digest, the tag stays for humans.
+*/}}
+{{- define "trainbench.image" -}}
+{{- $root := .root -}}
+{{- $img := .image -}}
+{{- $registry := $root.Values.image.registry -}}
+{{- $name := "" -}}
+{{- $tag := "" -}}
+{{- $digest := default "" .digest -}}
+{{- if kindIs "map" $img -}}
+{{- $name = required "an image needs `name`" $img.name -}}
+{{- $tag = default "" $img.tag -}}
+{{- $digest = default $digest $img.digest -}}
+{{- $registry = default $registry $img.registry -}}
+{{- else -}}
+{{- $name = $img -}}
+{{- end -}}
+{{- if contains "@" $name -}}
+{{- $parts := splitn "@" 2 $name -}}
+{{- $name = $parts._0 -}}
+{{- $digest = default $parts._1 $digest -}}
+{{- end -}}
+{{- $last := last (splitList "/" $name) -}}
+{{- if contains ":" $last -}}
+{{- $tag = default (last (splitList ":" $last)) $tag -}}
+{{- $name = trimSuffix (printf ":%s" (last (splitList ":" $last))) $name -}}
+{{- end -}}
+{{- $first := first (splitList "/" $name) -}}
+{{- $qualified := and (contains "/" $name) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $ref := ternary $name (printf "%s/%s" $registry $name) $qualified -}}
+{{- $ref = printf "%s:%s" $ref (default (include "trainbench.tag" $root) $tag) -}}
+{{- if $digest -}}
+{{- if not (regexMatch "^sha256:[a-f0-9]{64}$" $digest) -}}
+{{- fail (printf "image %s: digest %q is not sha256:<64 hex digits>" $ref $digest) -}}
+{{- end -}}
+{{- $ref = printf "%s@%s" $ref $digest -}}
+{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
 {{- define "trainbench.operatorImage" -}}
-{{- printf "%s/%s:%s" .Values.image.registry .Values.image.operator (include "trainbench.tag" .) -}}
+{{- include "trainbench.image" (dict "root" . "image" .Values.image.operator "digest" .Values.image.digest) -}}
+{{- end -}}
+
+{{/* The trainer image family of a pool without `family`: by its resourceName (image.familyByResource) */}}
+{{- define "trainbench.poolFamily" -}}
+{{- $root := .root -}}
+{{- $pool := .pool -}}
+{{- if $pool.family -}}
+{{- $pool.family -}}
+{{- else -}}
+{{- $res := default "nvidia.com/gpu" $pool.resourceName -}}
+{{- $fam := get $root.Values.image.familyByResource $res -}}
+{{- if not $fam -}}
+{{- fail (printf "pool %q: no `family` or `image`, and resourceName %q is not in image.familyByResource (%s)" .name $res (keys $root.Values.image.familyByResource | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- $fam -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The operator's ServiceAccount name */}}
@@ -85,11 +145,11 @@ A pool as the BenchmarkRun API wants it: the preset from .Values.pools merged wi
 {{- $pool := mergeOverwrite (deepCopy (get $root.Values.pools $name)) $over -}}
 {{- $_ := set $pool "name" $name -}}
 {{- if not $pool.image -}}
-{{- $family := required (printf "pool %q needs `image` or `family`" $name) $pool.family -}}
+{{- $family := include "trainbench.poolFamily" (dict "root" $root "pool" $pool "name" $name) -}}
 {{- if not (hasKey $root.Values.image.families $family) -}}
 {{- fail (printf "pool %q: family %q is not in image.families (%s)" $name $family (keys $root.Values.image.families | sortAlpha | join ", ")) -}}
 {{- end -}}
-{{- $_ := set $pool "image" (printf "%s/%s:%s" $root.Values.image.registry (get $root.Values.image.families $family) (include "trainbench.tag" $root)) -}}
+{{- $_ := set $pool "image" (include "trainbench.image" (dict "root" $root "image" (get $root.Values.image.families $family))) -}}
 {{- end -}}
 {{- if and $root.Values.compileCache.create $root.Values.compileCache.allPools (not $pool.compileCache) -}}
 {{- $_ := set $pool "compileCache" (dict "persistentVolumeClaim" (dict "claimName" (include "trainbench.compileCacheClaim" $root))) -}}
@@ -102,9 +162,37 @@ A pool as the BenchmarkRun API wants it: the preset from .Values.pools merged wi
 {{- default (printf "%s-compile-cache" (include "trainbench.fullname" .)) .Values.compileCache.name -}}
 {{- end -}}
 
+{{/*
+Refuse a suite whose models the trainer's registry does not know, with the operator parser's message
+(_registry.tpl is generated from trainbench.trainer.specs). A path to a config.json is left to the parser.
+Call with (dict "name" <suite> "spec" <suite spec>).
+*/}}
+{{- define "trainbench.checkModels" -}}
+{{- $reg := include "trainbench.registry" . | fromJson -}}
+{{- $refs := list -}}
+{{- $matrix := default dict .spec.matrix -}}
+{{- range $i, $m := default list $matrix.models -}}
+{{- $refs = append $refs (list (printf "spec.matrix.models[%d]" $i) $m) -}}
+{{- end -}}
+{{- range $i, $inc := default list $matrix.include -}}
+{{- if and (kindIs "map" $inc) $inc.model -}}
+{{- $refs = append $refs (list (printf "spec.matrix.include[%d].model" $i) $inc.model) -}}
+{{- end -}}
+{{- end -}}
+{{- range $refs -}}
+{{- $field := index . 0 -}}
+{{- $model := toString (index . 1) -}}
+{{- $key := last (splitList "/" ($model | trim | lower)) -}}
+{{- if and (not (has $key $reg.models)) (not (hasSuffix ".json" $model)) -}}
+{{- fail (printf "suite %s: %s" $.name (printf $reg.unknownModel $field (printf "'%s'" $model))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The BenchmarkRun template of one suite. Call with (dict "root" $ "name" <suite> "suite" <values>) */}}
 {{- define "trainbench.suiteRun" -}}
 {{- $root := .root -}}
+{{- include "trainbench.checkModels" (dict "name" .name "spec" (default dict .suite.spec)) -}}
 {{- $pools := list -}}
 {{- range .suite.pools -}}
 {{- $pools = append $pools (include "trainbench.pool" (dict "root" $root "ref" .) | fromYaml) -}}
@@ -123,13 +211,40 @@ spec:
 {{- toYaml $spec | nindent 2 }}
 {{- end -}}
 
-{{/* Annotations the operator puts on trainer pods (JSON): Prometheus scrape hints unless a PodMonitor scrapes them */}}
+{{/* Annotations the operator puts on trainer pods (JSON): trainerPods.annotations, plus Prometheus scrape hints
+unless a PodMonitor scrapes them */}}
 {{- define "trainbench.trainerPodAnnotations" -}}
+{{- $ann := deepCopy .Values.trainerPods.annotations -}}
 {{- if and .Values.metrics.scrapeAnnotations (not (and .Values.prometheusOperator.enabled .Values.prometheusOperator.podMonitor.enabled)) -}}
-{{- dict "prometheus.io/scrape" "true" "prometheus.io/port" (toString .Values.metrics.trainerPort) "prometheus.io/path" "/metrics" | toJson -}}
-{{- else -}}
-{}
+{{- $ann = merge $ann (dict "prometheus.io/scrape" "true" "prometheus.io/port" (toString .Values.metrics.trainerPort) "prometheus.io/path" "/metrics") -}}
 {{- end -}}
+{{- $ann | toJson -}}
+{{- end -}}
+
+{{/* trainerPods as the operator will take them (JSON), imagePullSecrets defaulting to the chart's */}}
+{{- define "trainbench.trainerPodDefaults" -}}
+{{- $pods := deepCopy .Values.trainerPods -}}
+{{- if not $pods.imagePullSecrets -}}
+{{- $_ := set $pods "imagePullSecrets" (default list .Values.imagePullSecrets) -}}
+{{- end -}}
+{{- $out := dict -}}
+{{- range $k, $v := $pods -}}
+{{- if $v -}}
+{{- $_ := set $out $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- $out | toJson -}}
+{{- end -}}
+
+{{/* trainerPods keys that are set but not applied by the operator yet (the API's pod overrides are pending) */}}
+{{- define "trainbench.trainerPodsPending" -}}
+{{- $pending := list -}}
+{{- range $k, $v := omit .Values.trainerPods "annotations" -}}
+{{- if $v -}}
+{{- $pending = append $pending $k -}}
+{{- end -}}
+{{- end -}}
+{{- $pending | sortAlpha | join ", " -}}
 {{- end -}}
 
 {{/* What the operator may do in a watched namespace (or cluster-wide). No wildcards. */}}
