@@ -4,7 +4,9 @@ What a cluster would do at 02:00, with the chart's own objects: the CronJob's co
 submit` with the suite ConfigMap mounted) creates a dated BenchmarkRun through the API server, which admits it
 against the chart's CRD (schema and CEL rules); the operator, started with the chart Deployment's arguments,
 runs its case as a real trainer process and the run succeeds; the operator's /healthz (the chart's probes)
-and /metrics answer.
+and /metrics answer. The CronJob's history limits prune older finished runs of the suite, and the chart's
+`helm test` Pod (its command and environment as rendered) submits its tiny run, which the operator runs, and
+passes on its report.
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ VALUES = {
             "nodeSelector": {"trainbench.dev/test-pool": "a"},
         }
     },
+    "test": {"timeoutSeconds": 120},
     "suites": {
         "e2e-nightly": {
             "schedule": "0 2 * * *",
+            "successfulRunsHistoryLimit": 1,
+            "failedRunsHistoryLimit": 0,
             "pools": ["cpu-a"],
             "spec": {
                 "matrix": {"models": ["tiny-qwen3"], "types": ["sft-full"], "seqLens": [128]},
@@ -123,8 +128,34 @@ def test_nightly_cronjob_creates_a_run_that_the_operator_runs(render, tmp_path):
                 [sys.executable, "-m", "trainbench.cli", *args], env=env, capture_output=True, text=True, timeout=60
             )
 
+        # finished runs of the suite from earlier nights: the history limits (1 Succeeded, 0 failed) keep the newest
+        # Succeeded one; a run of another suite is not touched
+        from kubernetes import client as kclient
+        from kubernetes import config as kconfig
+
+        custom = kclient.CustomObjectsApi(kconfig.new_client_from_config(str(cluster.kubeconfig)))
+        old_runs = {"old-ok-1": ("e2e-nightly", "Succeeded", 1), "old-ok-2": ("e2e-nightly", "Succeeded", 2),
+                    "old-failed": ("e2e-nightly", "Failed", 3), "other-suite": ("other", "Failed", 1)}  # fmt: skip
+        spec = yaml.safe_load(cm["data"]["suite.yaml"])["spec"]
+        for old, (suite, phase, day) in old_runs.items():
+            body = {"apiVersion": "trainbench.dev/v1alpha1", "kind": "BenchmarkRun", "spec": {**spec, "suite": suite},
+                    "metadata": {"name": old, "labels": {"trainbench.dev/suite": suite}}}  # fmt: skip
+            custom.create_namespaced_custom_object("trainbench.dev", "v1alpha1", NAMESPACE, "benchmarkruns", body)
+            status = {"status": {"phase": phase, "completedAt": f"2026-01-0{day}T02:30:00Z"}}
+            custom.patch_namespaced_custom_object_status(
+                "trainbench.dev", "v1alpha1", NAMESPACE, "benchmarkruns", old, status
+            )
+
         first = submit()
         assert first.returncode == 0, first.stderr
+        assert "old-ok-1 deleted (suite history limit)" in first.stdout, first.stdout
+        assert "old-failed deleted (suite history limit)" in first.stdout, first.stdout
+        left = {
+            o["metadata"]["name"] for o in cluster.objects("trainbench.dev", "v1alpha1", "benchmarkruns", NAMESPACE)
+        }
+        assert {"old-ok-2", "other-suite"} <= left and not {"old-ok-1", "old-failed"} & left, left
+        for old in ("old-ok-2", "other-suite"):  # not for the operator to look at
+            custom.delete_namespaced_custom_object("trainbench.dev", "v1alpha1", NAMESPACE, "benchmarkruns", old)
         assert first.stdout.startswith("benchmarkruns.trainbench.dev/e2e-nightly-2"), first.stdout
         name = first.stdout.split()[0].split("/", 1)[1]
         # a manual run in the same minute (kubectl create job --from=cronjob/...) gets its own name
@@ -186,6 +217,24 @@ def test_nightly_cronjob_creates_a_run_that_the_operator_runs(render, tmp_path):
                     in text
                 )
                 assert "trainbench_result_mfu_percent{" in text
+
+                # `helm test`: the chart's test Pod, its command and environment as rendered
+                (test_pod,) = [d for d in docs.kinds("Pod") if d["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+                (tc,) = test_pod["spec"]["containers"]
+                test_env = {e["name"]: e["value"] for e in tc["env"]}
+                assert json.loads(test_env["TRAINBENCH_TEST_RUN"])["spec"]["pools"][0]["name"] == "cpu-a"
+                helm_test = subprocess.run(
+                    [sys.executable, *tc["command"][1:], *tc["args"]],
+                    env={**env, **test_env, "TRAINBENCH_TEST_INTERVAL": "1"},
+                    capture_output=True,
+                    text=True,
+                    timeout=200,
+                )
+                assert helm_test.returncode == 0, helm_test.stdout + helm_test.stderr + log_path.read_text()[-3000:]
+                assert "PASS: run trainbench-test Succeeded" in helm_test.stdout
+                assert "# Performance Benchmarks" in helm_test.stdout  # the report it printed
+                assert not [o for o in cluster.objects("trainbench.dev", "v1alpha1", "benchmarkruns", NAMESPACE)
+                            if o["metadata"]["name"] == "trainbench-test"]  # fmt: skip
             finally:
                 proc.terminate()
                 try:

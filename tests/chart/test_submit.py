@@ -94,3 +94,33 @@ def test_unreachable_api_is_a_clear_error(tmp_path, capsys, monkeypatch):
     path.write_text(yaml.safe_dump(SUITE))
     assert submit.main([str(path)]) == 1
     assert "cannot reach the cluster" in capsys.readouterr().err
+
+
+def _run(name: str, phase: str | None, completed: str | None = None, created: str = "2026-01-01T00:00:00Z") -> dict:
+    status = {"phase": phase, **({"completedAt": completed} if completed else {})} if phase else {}
+    return {"metadata": {"name": name, "creationTimestamp": created}, "status": status}
+
+
+def test_runs_to_prune_keeps_the_newest_of_each_kind():
+    runs = [
+        _run("ok-1", "Succeeded", "2026-01-01T03:00:00Z"),
+        _run("ok-3", "Succeeded", "2026-01-03T03:00:00Z"),
+        _run("ok-2", "Succeeded", "2026-01-02T03:00:00Z"),
+        _run("bad-1", "Failed", "2026-01-01T04:00:00Z"),
+        _run("bad-2", "PartiallyFailed", "2026-01-02T04:00:00Z"),
+        _run("running", "Running"),
+        _run("new", None),
+        _run("old-no-completion", "Succeeded", created="2025-12-01T00:00:00Z"),
+    ]
+    assert submit.runs_to_prune(runs, 2, 1) == ["bad-1", "ok-1", "old-no-completion"]
+    assert submit.runs_to_prune(runs, 1, 0) == ["bad-1", "bad-2", "ok-1", "ok-2", "old-no-completion"]
+    assert submit.runs_to_prune(runs, None, 0) == ["bad-1", "bad-2"]  # None: keep every Succeeded run
+    assert submit.runs_to_prune(runs, None, None) == []
+    assert submit.runs_to_prune(runs, 10, 10) == []
+
+
+def test_negative_history_limit_is_refused(tmp_path, capsys):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(SUITE))
+    assert submit.main([str(path), "--keep-failed", "-1"]) == 2
+    assert "--keep-failed must be 0 or more" in capsys.readouterr().err
