@@ -1,8 +1,11 @@
-"""The Dockerfiles in images/, checked by parsing (no Docker engine runs here; hadolint is not packaged).
+"""The Dockerfiles in images/, checked by parsing (hadolint is not packaged). CI also builds and runs the operator
+and trainer-cpu images (images/build.sh, tests/images/); the GPU images need their upstream bases and are only
+parsed here.
 
 Parsed with PyPI `dockerfile` (Docker's own Go parser). Checks: pinned bases and pip versions, a non-root
-final USER, the package installed from the repository, OCI labels, and entrypoints that exist in the
-`trainbench` command.
+final USER, the package installed from the repository, OCI labels (revision and creation date from build
+arguments, also in the TRAINBENCH_IMAGE_* environment), pinned versions as labels, the build arguments
+images/build.sh passes, and entrypoints that exist in the `trainbench` command.
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = sorted((ROOT / "images").glob("*/Dockerfile"))
-OCI_LABELS = ("title", "description", "source", "licenses", "version", "revision")
-FAMILIES = {"trainer-cuda-hopper", "trainer-cuda-blackwell", "trainer-cuda-ampere", "trainer-rocm", "operator"}
+OCI_LABELS = ("title", "description", "source", "licenses", "version", "revision", "created")
+FAMILIES = {
+    "trainer-cuda-hopper",
+    "trainer-cuda-blackwell",
+    "trainer-cuda-ampere",
+    "trainer-rocm",
+    "trainer-cpu",
+    "operator",
+}
 
 dockerfile = pytest.importorskip("dockerfile", reason="PyPI `dockerfile` (dev extra) parses the Dockerfiles")
 
@@ -85,6 +95,10 @@ def test_bases_are_pinned(path):
 def test_pip_installs_are_pinned_and_the_package_comes_from_the_repo(path):
     stages, args = _stages(path)
     all_cmds = [c for _, _, cmds in stages for c in cmds]
+    for c in all_cmds:  # ARGs declared in a stage with a default (images pin their versions there)
+        if c.cmd == "ARG" and "=" in c.value[0]:
+            name, _, default = c.value[0].partition("=")
+            args.setdefault(name, default)
     copies = [c.value for c in all_cmds if c.cmd == "COPY" and not any(f.startswith("--from") for f in c.flags)]
     assert [".", "/src"] in [list(v) for v in copies], "the repository is not copied into the build"
     installed_src = False
@@ -97,7 +111,7 @@ def test_pip_installs_are_pinned_and_the_package_comes_from_the_repo(path):
                 if skip_next:
                     skip_next = False
                     continue
-                if tok in ("--index-url", "--extra-index-url", "-w", "--constraint", "-c"):
+                if tok in ("--index-url", "--extra-index-url", "-w", "--constraint", "-c", "--find-links", "-f"):
                     skip_next = True
                     continue
                 if tok.startswith("-"):
@@ -180,3 +194,94 @@ def test_the_checks_catch_bad_dockerfiles(tmp_path):
         test_bases_are_pinned(bad)
     with pytest.raises(AssertionError, match="runs as root"):
         test_final_stage_runs_as_non_root_with_oci_labels(bad)
+
+
+def _final_args_labels_env(path: Path) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """The final stage's ARG defaults (global defaults for ARGs re-declared without one), LABELs and ENV."""
+    stages, global_args = _stages(path)
+    args: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for c in stages[-1][2]:
+        if c.cmd == "ARG":
+            name, eq, default = c.value[0].partition("=")
+            args[name] = default if eq else global_args.get(name, "")
+        elif c.cmd == "LABEL":
+            labels.update((k, v.strip('"')) for k, v in zip(c.value[::2], c.value[1::2], strict=True))
+        elif c.cmd == "ENV":
+            env.update((k, v.strip('"')) for k, v in zip(c.value[::2], c.value[1::2], strict=True))
+    return args, labels, env
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.parent.name)
+def test_provenance_comes_from_build_args_as_labels_and_environment(path):
+    """images/build.sh passes VERSION, REVISION (git commit) and CREATED (build time); the provenance of a result
+    (issue 15) reads them from the image's labels and the trainer's environment."""
+    args, labels, env = _final_args_labels_env(path)
+    for arg, label, var in (
+        ("VERSION", "version", "TRAINBENCH_IMAGE_VERSION"),
+        ("REVISION", "revision", "TRAINBENCH_IMAGE_REVISION"),
+        ("CREATED", "created", "TRAINBENCH_IMAGE_CREATED"),
+    ):
+        assert arg in args, f"{path.parent.name}: the final stage does not declare ARG {arg}"
+        assert labels[f"org.opencontainers.image.{label}"] == f"${{{arg}}}", f"{path.parent.name}: label {label}"
+        assert env.get(var) == f"${{{arg}}}", f"{path.parent.name}: ENV {var} is not ${{{arg}}}"
+    assert env["TRAINBENCH_IMAGE_TITLE"] == labels["org.opencontainers.image.title"]
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.parent.name)
+def test_pinned_versions_are_labels(path):
+    """Each trainer image labels the torch/transformers/peft (and flash-attn) it installs, from the same pinned
+    ARG the install uses: a label re-declared in the final stage carries the build stage's default."""
+    stages, global_args = _stages(path)
+    args, labels, _ = _final_args_labels_env(path)
+    declared: dict[str, set[str]] = {}
+    for _image, _alias, cmds in stages:
+        for c in cmds:
+            if c.cmd == "ARG":
+                name, eq, default = c.value[0].partition("=")
+                declared.setdefault(name, set()).add(default if eq else global_args.get(name, ""))
+    pins = {k[len("dev.trainbench.") :]: v for k, v in labels.items() if k.startswith("dev.trainbench.")}
+    if path.parent.name.startswith("trainer-"):
+        for pkg in ("torch", "transformers", "peft"):
+            assert f"{pkg}.version" in pins, f"{path.parent.name}: no label dev.trainbench.{pkg}.version"
+        if "cuda" in path.parent.name:
+            assert any(k.startswith("flash-attn") for k in pins), f"{path.parent.name}: no flash-attn label"
+    for key, value in pins.items():
+        m = re.fullmatch(r"\$\{(\w+)\}", value)
+        if not m:
+            continue
+        arg = m.group(1)
+        if key.endswith((".version", ".ref")):
+            assert re.fullmatch(r"v?\d[\w.]*", args[arg]), (
+                f"{path.parent.name}: {key}: {arg}={args[arg]!r} is no version"
+            )
+        assert declared[arg] == {args[arg]}, f"{path.parent.name}: ARG {arg} has different defaults {declared[arg]}"
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.parent.name)
+def test_build_args_that_images_build_sh_passes(path):
+    """Every image takes this host's pip settings (images/host_pip.py); the two CI builds on the local base
+    take BASE_IMAGE and PYTHON; images with torch take TORCH_INDEX (and trainer-cpu TORCH_WHEELS)."""
+    stages, global_args = _stages(path)
+    declared = set(global_args)
+    for _image, _alias, cmds in stages:
+        declared |= {c.value[0].partition("=")[0] for c in cmds if c.cmd == "ARG"}
+    for arg in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT", "PIP_DEFAULT_TIMEOUT"):
+        assert arg in declared, f"{path.parent.name}: no ARG {arg}"
+    name = path.parent.name
+    if name in ("operator", "trainer-cpu"):
+        assert {"BASE_IMAGE", "PYTHON"} <= declared
+        assert stages[0][0] == global_args["BASE_IMAGE"]
+    if name.startswith("trainer-"):
+        assert "TORCH_INDEX" in declared and "TORCH_VERSION" in declared
+    if name == "trainer-cpu":
+        assert "TORCH_WHEELS" in declared
+
+
+def test_build_script_knows_every_image():
+    """`make images` builds what images/ holds; BASE=local builds exactly the images tests/images runs."""
+    script = (ROOT / "images" / "build.sh").read_text()
+    assert re.search(r'^LOCAL_IMAGES="operator trainer-cpu"$', script, re.M)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "images/build.sh build operator trainer-cpu" in makefile
