@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
-from trainbench.operator import baseline as B
-from trainbench.operator import history as H
-from trainbench.operator import results as R
-from trainbench.operator.api import API_VERSION, KIND, PLURAL, BenchmarkRunSpec, SpecError, parse_spec
+from trainbench.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, BenchmarkRunSpec, SpecError, parse_spec
+from trainbench.operator.controller.client import Api, ClientError
+from trainbench.operator.local import LocalOptions, run_local
+from trainbench.operator.plan import plan
+from trainbench.operator.report.finalize import finalize
+from trainbench.operator.report.markdown import render_compare
+from trainbench.operator.results import baseline as B
+from trainbench.operator.results import document as R
+from trainbench.operator.results import history as H
 from trainbench.trainer.contract import RESULT_SCHEMA
 
 TAKES_SUBCOMMAND = True
@@ -67,8 +71,6 @@ def load_manifest(path: str | Path) -> tuple[str, str | None, dict]:
 def _parse_manifest(path: str) -> tuple[str, str | None, BenchmarkRunSpec, dict]:
     name, namespace, raw = load_manifest(path)
     spec = parse_spec(raw)
-    from trainbench.operator.plan import plan
-
     plan(spec)  # the planner's errors (unknown model, bad parallelism, ...) before anything starts
     return name, namespace, spec, raw
 
@@ -88,8 +90,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _error(f"{args.file}: {e}" if isinstance(e, SpecError) else str(e))
     if not args.local:
         return submit(name, args.namespace or namespace, raw, args.file)
-    from trainbench.operator.local import LocalOptions, run_local
-
     if args.baseline:
         try:
             B.load_baseline(args.baseline)  # fail before running anything
@@ -110,18 +110,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def submit(name: str, namespace: str | None, spec: dict, path: str) -> int:
     """Create the BenchmarkRun in the cluster the kubeconfig points at."""
     try:
-        from kubernetes import client, config
-    except ImportError:
-        return _error("submitting to a cluster needs the kubernetes package (pip install trainbench[operator])")
-    from trainbench.operator.api import GROUP, VERSION
-
-    try:
-        kubeconfig = os.environ.get("KUBECONFIG")  # read now: the client's default was fixed at its import
-        config.load_kube_config(config_file=kubeconfig)
-        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-        ns = namespace or (active or {}).get("context", {}).get("namespace") or "default"
+        api = Api()
+        ns = namespace or api.namespace
         body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
-        client.CustomObjectsApi().create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        api.create_custom(GROUP, VERSION, PLURAL, ns, body)
+    except ClientError as e:
+        return _error(f"{path}: cannot submit {KIND} {name!r}: {e}")
     except Exception as e:  # noqa: BLE001 - config and API errors alike: say what failed
         return _error(f"{path}: cannot submit {KIND} {name!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}")
     print(f"{PLURAL}.{GROUP}/{name} created in namespace {ns}")
@@ -161,39 +155,36 @@ def merge_results(docs: list[dict]) -> dict:
     return R.validate(out)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from trainbench.operator import verdict as V
-    from trainbench.operator.report import render_report
+def _folder_history(sources: list[str]) -> str | None:
+    """The history.json next to the results of a single folder (`trainbench run --local` writes both)."""
+    if len(sources) == 1 and Path(sources[0]).is_dir() and (Path(sources[0]) / H.CONFIGMAP_KEY).is_file():
+        return str(Path(sources[0]) / H.CONFIGMAP_KEY)
+    return None
 
+
+def cmd_report(args: argparse.Namespace) -> int:
+    history_path = args.history or _folder_history(args.results)
     try:
         results = merge_results([load_any_results(s, args.namespace) for s in args.results])
         base = B.load_baseline(args.baseline, args.namespace) if args.baseline else None
-        history = H.load(args.history) if args.history else None
+        history = H.load(history_path) if history_path else None
     except (R.ResultsError, B.BaselineError, ValueError, OSError) as e:
         return _error(str(e))
-    if base is not None:
-        V.apply(results, base)
-    plots = None
     if args.out:
-        from trainbench.operator.plots import render_trends
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        plots = render_trends(results, history, out)
-    text = render_report(results, history=history, plots=plots)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    # without --baseline the verdicts the results already carry stand (judge only against a given baseline)
+    done = finalize(results, baseline=base, judge=base is not None, history=history, plots_dir=args.out)
     if args.out:
-        (Path(args.out) / "report.md").write_text(text)
-        R.write_results(results, Path(args.out) / "results.json")
+        (Path(args.out) / R.REPORT_KEY).write_text(done.report)
+        R.write_results(results, Path(args.out) / R.CONFIGMAP_KEY)
     if args.json:
         print(json.dumps(results, indent=1))
     elif not args.out:
-        print(text, end="")
+        print(done.report, end="")
     return 1 if args.fail_on_regression and results["summary"]["regressions"] else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from trainbench.operator.report import render_compare
-
     try:
         a = load_any_results(args.a, args.namespace)
         b = load_any_results(args.b, args.namespace)
@@ -208,8 +199,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from trainbench.operator.plan import plan
-
     try:
         name, _, spec, _ = _parse_manifest(args.file)
     except (ManifestError, SpecError) as e:
@@ -251,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render the markdown report of a run")
     rep.add_argument("results", nargs="+", help="folder, results.json, configmap/NAME, or trainer --output JSON files")
     rep.add_argument("--baseline", help="results folder/file, history.json, configmap/NAME, or prime-rl JSON")
-    rep.add_argument("--history", help="the suite's history.json (trend tables and plots)")
+    rep.add_argument("--history", help="the suite's history.json (default: the one in a results folder)")
     rep.add_argument("--out", help="write report.md, results.json and plots here instead of printing")
     rep.add_argument("--json", action="store_true", help="print the results document with verdicts as JSON")
     rep.add_argument("--fail-on-regression", action="store_true")

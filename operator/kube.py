@@ -60,6 +60,11 @@ L_JOB_INDEX = "batch.kubernetes.io/job-completion-index"  # set by the Job contr
 A_METRICS_PORT = "trainbench.dev/metrics-port"  # on the pod template: where rank 0 serves /metrics
 A_CASE = "trainbench.dev/case-config"  # on the Job: the case as JSON (for humans and `kubectl describe`)
 MANAGER = "trainbench-operator"
+# Kubernetes refuses a ConfigMap whose data exceeds 1 MiB (keys and values together); trainbench keeps the
+# whole serialised object under it, and one value (results.json, history.json) under it less 64 KiB of room
+# for the metadata and the other keys.
+CONFIGMAP_LIMIT_BYTES = 1024 * 1024
+CONFIGMAP_VALUE_LIMIT_BYTES = CONFIGMAP_LIMIT_BYTES - 64 * 1024
 
 # --- JobSet (jobset.x-k8s.io), the multi-node engine a run can ask for -----------------------------------------
 ENGINE_JOB = "Job"

@@ -28,17 +28,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from trainbench.operator import baseline as B
 from trainbench.operator import collect
-from trainbench.operator import history as H
-from trainbench.operator import results as R
-from trainbench.operator import verdict as V
 from trainbench.operator.api import BenchmarkRunSpec
+from trainbench.operator.clock import now as _now
 from trainbench.operator.plan import Case, plan
+from trainbench.operator.report.finalize import HISTORY_RUNS, finalize
+from trainbench.operator.results import baseline as B
+from trainbench.operator.results import document as R
+from trainbench.operator.results import history as H
+from trainbench.operator.results.keys import plain_label
 from trainbench.trainer import contract as C
 
 KILL_GRACE_S = 10.0
@@ -51,7 +53,8 @@ class LocalOptions:
     baseline: str | None = None  # a baseline source (baseline.load_baseline); default: this folder's history
     progress: bool = True
     scrape_interval: float = 0.5
-    history_runs: int = 10
+    history_runs: int = HISTORY_RUNS
+    plots: bool = True  # trend plots into out/plots (once the folder holds two runs or more)
     trainer_cmd: list[str] = field(default_factory=lambda: [sys.executable, "-m", "trainbench.trainer"])
     extra_args: list[str] = field(default_factory=list)  # appended to every trainer command line
     log: Any = None  # a file for status lines (default: stderr)
@@ -97,10 +100,6 @@ def git_commit(path: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class _Output:
@@ -287,10 +286,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def case_label(case: Case) -> str:
-    from trainbench.operator.report import ac_label, type_label
-
-    kind = type_label({"type": case.type, "lora_rank": case.lora_rank})
-    return f"{case.model} {kind} {case.seq_len} {ac_label(case.ac)} {case.attn} @{case.pool}"
+    return plain_label(case.to_dict())
 
 
 def _sigterm_as_interrupt():
@@ -354,37 +350,35 @@ def run_local(name: str, spec: BenchmarkRunSpec, opts: LocalOptions) -> LocalRun
         "gpus": gpus,
         "python": sys.version.split()[0],
     }
-    try:
-        from importlib.metadata import version
-
+    with contextlib.suppress(PackageNotFoundError):  # not installed as a distribution
         environment["trainbench"] = version("trainbench")
-    except Exception:  # noqa: BLE001 - not installed as a distribution
-        pass
     results = R.build_results(run, suite, spec, cases, outcomes, started, _now(), environment)
     return finish(results, out, opts, interrupted)
 
 
 def finish(results: dict, out: Path, opts: LocalOptions, interrupted: bool = False) -> LocalRun:
-    """Baseline, verdicts, history, plots, report: write everything into `out`."""
-    from trainbench.operator.plots import render_trends
-    from trainbench.operator.report import render_report
-
-    hist_path = out / H.CONFIGMAP_KEY
-    history = H.load(hist_path)
+    """Baseline, verdicts, history, plots, report (report.finalize): write everything into `out`. The
+    baseline: opts.baseline, else this folder's history of the same suite; an interrupted run is reported
+    but not recorded in the history."""
+    history = H.load(out / H.CONFIGMAP_KEY)
+    if history is not None and history.get("suite") != results["suite"]:
+        history = None
     if opts.baseline:
         base = B.load_baseline(opts.baseline)
-    elif history and history.get("suite") == results["suite"]:
+    elif history is not None:
         base = B.from_history(history, exclude_run=results["run"])
     else:
         base = None
-    V.apply(results, base)
-    if history is None or history.get("suite") != results["suite"]:
-        history = None
+    done = finalize(
+        results,
+        baseline=base,
+        history=history,
+        record=not interrupted,
+        plots_dir=out if opts.plots else None,
+        history_runs=opts.history_runs,
+    )
     if not interrupted:
-        history = H.append(history, results)
-        H.save(history, hist_path)
-    plots = render_trends(results, history, out, last=opts.history_runs)
-    report = render_report(results, history=history, plots=plots, history_runs=opts.history_runs)
-    R.write_results(results, out / "results.json")
-    (out / "report.md").write_text(report)
-    return LocalRun(results=results, report=report, out=out, interrupted=interrupted)
+        H.save(done.history, out / H.CONFIGMAP_KEY)
+    R.write_results(results, out / R.CONFIGMAP_KEY)
+    (out / R.REPORT_KEY).write_text(done.report)
+    return LocalRun(results=results, report=done.report, out=out, interrupted=interrupted)

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import yaml
 
+from trainbench.operator import clock
 from trainbench.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, SpecError
+from trainbench.operator.controller.client import Api, api_message
 from trainbench.operator.plan import plan
 
 L_SUITE = "trainbench.dev/suite"
 A_SUBMITTED_BY = "trainbench.dev/submitted-by"
 A_SCHEDULED = "trainbench.dev/scheduled-at"
-SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_PREFIX = 40  # the dated name stays well inside the 63 characters of a label value
 
@@ -71,7 +72,7 @@ def build_run(suite: dict, *, prefix: str | None = None, now: datetime | None = 
 
     Raises SuiteError (bad prefix) or SpecError (naming the field) for anything the operator would refuse.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or clock.now()
     run = copy.deepcopy(suite)
     run.setdefault("apiVersion", API_VERSION)
     run.setdefault("kind", KIND)
@@ -97,45 +98,20 @@ def build_run(suite: dict, *, prefix: str | None = None, now: datetime | None = 
     return run
 
 
-def _client():
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-        in_cluster = True
-    except config.ConfigException:
-        config.load_kube_config()
-        in_cluster = False
-    return client, in_cluster
-
-
-def _default_namespace(in_cluster: bool) -> str:
-    if in_cluster and SA_NAMESPACE_FILE.exists():
-        return SA_NAMESPACE_FILE.read_text().strip()
-    try:
-        from kubernetes import config
-
-        _contexts, active = config.list_kube_config_contexts()
-        return (active or {}).get("context", {}).get("namespace") or "default"
-    except Exception:  # no kubeconfig: the API call will say so
-        return "default"
-
-
 def create(run: dict, namespace: str | None) -> tuple[str, str]:
     """Create the run; on a name clash (a manual run in the same minute) add seconds. Returns (ns, name)."""
-    client, in_cluster = _client()
-    ns = namespace or _default_namespace(in_cluster)
-    api = client.CustomObjectsApi()
+    api = Api()
+    ns = namespace or api.namespace
     run = copy.deepcopy(run)
     run["metadata"]["namespace"] = ns
     for attempt in range(3):
         try:
-            api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, run)
+            api.create_custom(GROUP, VERSION, PLURAL, ns, run)
             return ns, run["metadata"]["name"]
-        except client.ApiException as e:
+        except api.client.ApiException as e:
             if e.status != 409 or attempt == 2:
                 raise
-            stamp = datetime.now(timezone.utc)
+            stamp = clock.now()
             base = re.sub(r"-\d{8}-\d{4}(\d{2})?(-\d+)?$", "", run["metadata"]["name"])
             run["metadata"]["name"] = f"{base}-{stamp:%Y%m%d-%H%M%S}" + (f"-{attempt}" if attempt else "")
     raise AssertionError("unreachable")
@@ -169,8 +145,8 @@ def runs_to_prune(runs: list[dict], keep_succeeded: int | None, keep_failed: int
 
 def prune(namespace: str, suite: str, keep_succeeded: int | None, keep_failed: int | None) -> list[str]:
     """Delete the suite's finished runs beyond the history limits (runs_to_prune); returns their names."""
-    client, _ = _client()
-    api = client.CustomObjectsApi()
+    kube = Api()
+    client, api = kube.client, kube.custom
     listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=f"{L_SUITE}={suite}")
     names = runs_to_prune(listed.get("items") or [], keep_succeeded, keep_failed)
     for name in names:
@@ -182,15 +158,6 @@ def prune(namespace: str, suite: str, keep_succeeded: int | None, keep_failed: i
             if e.status != 404:  # already gone: fine
                 raise
     return names
-
-
-def _api_message(e) -> str:
-    import json
-
-    try:
-        return json.loads(e.body).get("message") or str(e.reason)
-    except Exception:
-        return str(e.reason or e)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trainbench submit: --{flag.replace('_', '-')} must be 0 or more", file=sys.stderr)
             return 2
     try:
-        now = datetime.fromisoformat(args.now) if args.now else None
-        if now and now.tzinfo is None:
-            now = now.replace(tzinfo=timezone.utc)
+        now = clock.parse_time(args.now) if args.now else None
+        if args.now and now is None:
+            raise ValueError(f"--now {args.now!r} is not an ISO 8601 time")
         run = build_run(load_suite(args.suite), prefix=args.name_prefix, now=now)
     except (SuiteError, SpecError, ValueError) as e:
         print(f"trainbench submit: {args.suite}: {e}", file=sys.stderr)
@@ -225,10 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns, name = create(run, args.namespace)
     except Exception as e:
-        from kubernetes.client import ApiException
-
-        if isinstance(e, ApiException):
-            print(f"trainbench submit: the API refused the run ({e.status}): {_api_message(e)}", file=sys.stderr)
+        if getattr(e, "status", None) is not None and hasattr(e, "body"):  # the API answered (ApiException)
+            print(f"trainbench submit: the API refused the run ({e.status}): {api_message(e)}", file=sys.stderr)
             return 1
         print(f"trainbench submit: cannot reach the cluster: {e}", file=sys.stderr)
         return 1

@@ -8,9 +8,10 @@ executor, so the same exit gives the same reason everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from trainbench.operator import collect
+from trainbench.operator.clock import parse_time
 from trainbench.operator.kube import CONTAINER
 
 IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
@@ -19,7 +20,7 @@ IMAGE_PULL_GRACE_S = 300.0  # ImagePullBackOff retries; registries hiccup
 
 
 @dataclass(frozen=True)
-class Verdict:
+class CaseState:
     """Where a case stands according to its Job and pods."""
 
     phase: str  # contract.CASE_PHASES
@@ -29,22 +30,10 @@ class Verdict:
     stop_job: bool = False  # the Job is still alive but the case is over (delete it to free the pool)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
-
-
 def _age(since: str | None, now: datetime) -> float:
     t = parse_time(since)
     if t is None:
         return 0.0
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
     return (now - t).total_seconds()
 
 
@@ -55,18 +44,18 @@ def job_condition(job: dict, type_: str) -> dict | None:
     return None
 
 
-def classify_jobset(jobset: dict) -> Verdict:
+def classify_jobset(jobset: dict) -> CaseState:
     """A case's JobSet before (or without) its child Job: its own conditions and suspension say where it is.
     Once the child Job exists, `classify` of that Job and its pods decides (they carry the pods' reasons)."""
     failed = job_condition(jobset, "Failed")
     if failed is not None:
         msg = failed.get("message") or "the JobSet failed"
-        return Verdict("Failed", "Error", f"JobSet failed ({failed.get('reason') or 'Failed'}): {msg}", terminal=True)
+        return CaseState("Failed", "Error", f"JobSet failed ({failed.get('reason') or 'Failed'}): {msg}", terminal=True)
     if job_condition(jobset, "Completed") is not None:
-        return Verdict("Succeeded", None, "", terminal=True)
+        return CaseState("Succeeded", None, "", terminal=True)
     if (jobset.get("spec") or {}).get("suspend"):
-        return Verdict("Pending", None, "the JobSet is suspended (waiting for Kueue to admit it)")
-    return Verdict("Pending", None, "waiting for the JobSet's Job")
+        return CaseState("Pending", None, "the JobSet is suspended (waiting for Kueue to admit it)")
+    return CaseState("Pending", None, "waiting for the JobSet's Job")
 
 
 def container_status(pod: dict) -> dict:
@@ -102,11 +91,11 @@ def _failed_at(pod: dict) -> str:
     return t.get("finishedAt") or "~"
 
 
-def classify_pod(pod: dict, logs: str | None = None) -> Verdict:
-    """A finished (or stuck) pod -> Verdict. `logs`: the container's log (for the last lines)."""
+def classify_pod(pod: dict, logs: str | None = None) -> CaseState:
+    """A finished (or stuck) pod -> CaseState. `logs`: the container's log (for the last lines)."""
     status = pod.get("status") or {}
     if status.get("reason") == "Evicted":
-        return Verdict("Failed", "Evicted", status.get("message") or "the pod was evicted", terminal=True)
+        return CaseState("Failed", "Evicted", status.get("message") or "the pod was evicted", terminal=True)
     t = terminated(pod)
     if t is not None:
         message_text = t.get("message")
@@ -120,8 +109,8 @@ def classify_pod(pod: dict, logs: str | None = None) -> Verdict:
             phase, reason, msg = collect.classify_exit(
                 t.get("exitCode"), result, tail_from, oom_killed=t.get("reason") == "OOMKilled"
             )
-        return Verdict(phase, reason, msg, terminal=True)
-    return Verdict("Running" if status.get("phase") == "Running" else "Pending")
+        return CaseState(phase, reason, msg, terminal=True)
+    return CaseState("Running" if status.get("phase") == "Running" else "Pending")
 
 
 def classify(
@@ -132,21 +121,21 @@ def classify(
     logs: str | None = None,
     unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
     image_pull_grace_s: float = IMAGE_PULL_GRACE_S,
-) -> Verdict:
-    """A case's Job and its pods (rank 0 first) -> Verdict."""
+) -> CaseState:
+    """A case's Job and its pods (rank 0 first) -> CaseState."""
     rank0 = pods[0] if pods else None
     if job_condition(job, "Complete"):
         if rank0 is not None:
             v = classify_pod(rank0, logs)
             if v.terminal:
                 return v
-        return Verdict("Succeeded", None, "", terminal=True)
+        return CaseState("Succeeded", None, "", terminal=True)
     failed = job_condition(job, "Failed")
     if failed:
         if failed.get("reason") == "DeadlineExceeded":
             msg = failed.get("message") or "the Job ran past activeDeadlineSeconds"
             tail = collect.log_tail(logs)
-            return Verdict("Failed", "Timeout", msg + (f"; last log lines:\n{tail}" if tail else ""), terminal=True)
+            return CaseState("Failed", "Timeout", msg + (f"; last log lines:\n{tail}" if tail else ""), terminal=True)
         # several pods (multi-node): the case fails with the reason of the pod that failed first; the
         # others usually fail because their peer went away
         for pod in sorted(pods, key=_failed_at):
@@ -154,11 +143,11 @@ def classify(
             if v.terminal and v.phase != "Succeeded":
                 return v
         msg = failed.get("message") or failed.get("reason") or "the Job failed"
-        return Verdict("Failed", "Error", msg, terminal=True)
+        return CaseState("Failed", "Error", msg, terminal=True)
     if (job.get("spec") or {}).get("suspend"):
-        return Verdict("Pending", None, "the Job is suspended (waiting for Kueue to admit it)")
+        return CaseState("Pending", None, "the Job is suspended (waiting for Kueue to admit it)")
     if rank0 is None:
-        return Verdict("Pending", None, "waiting for the Job's pod")
+        return CaseState("Pending", None, "waiting for the Job's pod")
     # the Job is alive: look for pods that will never run
     for pod in pods:
         cond = _unschedulable(pod)
@@ -166,16 +155,16 @@ def classify(
             age = _age(cond.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"), now)
             if age >= unschedulable_grace_s:
                 msg = cond.get("message") or "no node matches the pod's requirements"
-                return Verdict("Failed", "Unschedulable", msg, terminal=True, stop_job=True)
-            return Verdict("Pending", None, f"waiting for a node: {cond.get('message') or 'unschedulable'}")
+                return CaseState("Failed", "Unschedulable", msg, terminal=True, stop_job=True)
+            return CaseState("Pending", None, f"waiting for a node: {cond.get('message') or 'unschedulable'}")
         waiting = (container_status(pod).get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in IMAGE_PULL_REASONS:
             age = _age(pod["metadata"].get("creationTimestamp"), now)
             msg = f"{waiting['reason']}: {waiting.get('message') or 'cannot pull the image'}"
             if age >= image_pull_grace_s or waiting["reason"] == "InvalidImageName":
-                return Verdict("Failed", "ImagePullBackOff", msg, terminal=True, stop_job=True)
-            return Verdict("Pending", None, msg)
+                return CaseState("Failed", "ImagePullBackOff", msg, terminal=True, stop_job=True)
+            return CaseState("Pending", None, msg)
     v = classify_pod(rank0, logs)
     if v.terminal and v.phase == "Succeeded":
-        return Verdict("Running", None, "rank 0 finished; waiting for the Job to complete")
+        return CaseState("Running", None, "rank 0 finished; waiting for the Job to complete")
     return v

@@ -4,7 +4,9 @@ One timer per BenchmarkRun recomputes everything from what is in the cluster (le
 run's Jobs (and JobSets, for a run with multiNode.engine JobSet, after asking discovery whether the cluster
 serves them) and Pods, scrape the running rank-0 pods, read termination messages and logs of pods that
 ended, then create the Jobs the pools have room for, write the status and post an Event per transition.
-When every case has ended it writes the `<run>-results` and `<run>-report` ConfigMaps. A spec that
+When every case has ended and the run's `<run>-results` ConfigMap is not there (observed, not read from
+the status), it finishes the run with report.finalize and writes the `<run>-report` and `<run>-results`
+ConfigMaps. The webhook goes out on a later tick, once a written status records the results. A spec that
 cannot run gets phase Failed, a SpecValid=False condition and a Warning Event naming the field; other
 runs are unaffected (each run is its own timer, and nothing here raises for one run's bad input).
 
@@ -16,19 +18,25 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import kopf
 
-from trainbench.operator import collect, failures, reconcile
+from trainbench.operator import collect
 from trainbench.operator import kube as K
 from trainbench.operator.api import GROUP, PLURAL, VERSION, SpecError, parse_spec
-from trainbench.operator.metrics import OperatorMetrics
+from trainbench.operator.clock import iso, now, parse_time
+from trainbench.operator.controller import failures, reconcile, webhook
+from trainbench.operator.controller.client import Api
+from trainbench.operator.controller.metrics import OperatorMetrics
 from trainbench.operator.plan import plan
+from trainbench.operator.report import finalize
+from trainbench.operator.results import baseline as B
+from trainbench.operator.results import document as R
+from trainbench.operator.results import history as H
 
 log = logging.getLogger("trainbench.operator")
+A_WEBHOOK = "trainbench.dev/webhook-sent"  # on a run's results ConfigMap: when its webhook message went out
 
 
 @dataclass
@@ -43,133 +51,7 @@ class Config:
     discovery_ttl: float = 60.0  # seconds a discovery answer (is the JobSet API served?) is reused
     pod_annotations: dict = field(default_factory=dict)  # added to every trainer pod (e.g. prometheus.io/scrape)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
-
-
-# --- the Kubernetes API, as plain dicts -----------------------------------------------------------------
-
-
-class Api:
-    """The few API calls the operator makes (kubernetes client; JSON dicts in and out)."""
-
-    def __init__(self) -> None:
-        from kubernetes import client, config
-
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        self.client = client
-        self.core = client.CoreV1Api()
-        self.batch = client.BatchV1Api()
-        self.custom = client.CustomObjectsApi()
-        self._served: dict[tuple[str, str, str], tuple[float, bool]] = {}
-
-    def served(self, group: str, version: str, plural: str, ttl: float = 60.0) -> bool | None:
-        """Whether the cluster serves `plural` in `group/version` (discovery; the answer is kept `ttl` seconds,
-        so a JobSet installed later is found). None when discovery itself failed (ask again next time)."""
-        key = (group, version, plural)
-        cached = self._served.get(key)
-        if cached is not None and time.monotonic() - cached[0] < ttl:
-            return cached[1]
-        try:
-            r = self.custom.get_api_resources(group, version, _preload_content=False)
-            found = any(res.get("name") == plural for res in self._json(r).get("resources") or [])
-        except self.client.ApiException as e:
-            if e.status != 404:
-                log.warning("discovery of %s/%s failed: %s", group, version, e.reason)
-                return None
-            found = False
-        self._served[key] = (time.monotonic(), found)
-        return found
-
-    def list_jobsets(self, ns: str, selector: str) -> list[dict]:
-        r = self.custom.list_namespaced_custom_object(
-            K.JOBSET_GROUP, K.JOBSET_VERSION, ns, K.JOBSET_PLURAL, label_selector=selector, _preload_content=False
-        )
-        return self._json(r).get("items") or []
-
-    @staticmethod
-    def _json(resp) -> dict:
-        return json.loads(resp.data or b"{}")
-
-    def list_jobs(self, ns: str, selector: str) -> list[dict]:
-        r = self.batch.list_namespaced_job(ns, label_selector=selector, _preload_content=False)
-        return self._json(r).get("items") or []
-
-    def list_pods(self, ns: str, selector: str) -> list[dict]:
-        r = self.core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False)
-        return self._json(r).get("items") or []
-
-    def list_configmaps(self, ns: str, selector: str) -> list[dict]:
-        r = self.core.list_namespaced_config_map(ns, label_selector=selector, _preload_content=False)
-        return self._json(r).get("items") or []
-
-    def read_configmap(self, ns: str, name: str) -> dict | None:
-        try:
-            return self._json(self.core.read_namespaced_config_map(name, ns, _preload_content=False))
-        except self.client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def pod_log(self, ns: str, name: str, lines: int) -> str:
-        try:
-            r = self.core.read_namespaced_pod_log(
-                name, ns, container=K.CONTAINER, tail_lines=lines, _preload_content=False
-            )
-            return (r.data or b"").decode("utf-8", errors="replace")
-        except self.client.ApiException as e:
-            log.info("no log for pod %s/%s: %s", ns, name, e.reason)
-            return ""
-
-    def create(self, obj: dict) -> bool:
-        """Create an object; False if it already exists (a restarted operator re-creating is harmless)."""
-        ns = obj["metadata"]["namespace"]
-        try:
-            if obj["kind"] == "Job":
-                self.batch.create_namespaced_job(ns, obj, _preload_content=False)
-            elif obj["kind"] == "Service":
-                self.core.create_namespaced_service(ns, obj, _preload_content=False)
-            elif obj["kind"] == "ConfigMap":
-                self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
-            elif obj["kind"] == "JobSet":
-                self.custom.create_namespaced_custom_object(
-                    K.JOBSET_GROUP, K.JOBSET_VERSION, ns, K.JOBSET_PLURAL, obj, _preload_content=False
-                )
-            else:  # pragma: no cover - builders only make these
-                raise ValueError(obj["kind"])
-        except self.client.ApiException as e:
-            if e.status == 409:
-                return False
-            raise
-        return True
-
-    def apply_configmap(self, obj: dict) -> None:
-        if not self.create(obj):
-            ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-            self.core.patch_namespaced_config_map(name, ns, {"data": obj["data"]}, _preload_content=False)
-
-    def delete_job(self, ns: str, name: str) -> None:
-        try:
-            self.batch.delete_namespaced_job(name, ns, propagation_policy="Background", _preload_content=False)
-        except self.client.ApiException as e:
-            if e.status != 404:
-                raise
-
-    def delete_jobset(self, ns: str, name: str) -> None:
-        try:
-            self.custom.delete_namespaced_custom_object(
-                K.JOBSET_GROUP,
-                K.JOBSET_VERSION,
-                ns,
-                K.JOBSET_PLURAL,
-                name,
-                propagation_policy="Background",
-                _preload_content=False,
-            )
-        except self.client.ApiException as e:
-            if e.status != 404:
-                raise
+    handled: set = field(default_factory=set)  # (ns, run, uid) of finished runs whose webhook step is done
 
 
 # --- one reconciliation ---------------------------------------------------------------------------------
@@ -181,10 +63,11 @@ def default_suite(run_name: str) -> str:
     return base or run_name
 
 
-def observe(api: Api, ns: str, run_name: str, config: Config, jobsets: bool = False) -> reconcile.Observed:
-    """What the run has in the cluster. `jobsets`: the run asks for JobSets (spec.multiNode.engine JobSet), so
+def observe(api: Api, body: dict, config: Config, jobsets: bool = False) -> reconcile.Observed:
+    """What the run has in the cluster, its results ConfigMap included. `jobsets`: the run asks for JobSets (spec.multiNode.engine JobSet), so
     ask discovery whether they are served and list the run's JobSets; their child Jobs carry the run's labels
     (from the replicated Job's template) and are listed with the plain Jobs."""
+    ns, run_name = body["metadata"]["namespace"], body["metadata"]["name"]
     sel = K.run_selector(run_name)
     jobs = {j["metadata"]["name"]: j for j in api.list_jobs(ns, sel)}
     jobset_api = (
@@ -202,6 +85,7 @@ def observe(api: Api, ns: str, run_name: str, config: Config, jobsets: bool = Fa
         group.sort(key=lambda p: not K.is_rank0(p))
         pods[name] = group
     observed = reconcile.Observed(jobs=jobs, pods=pods, jobsets=jobset_objs, jobset_api=jobset_api)
+    observed.results = observe_results(api, ns, body)
     for name, group in pods.items():
         rank0 = group[0]
         case_id = (rank0["metadata"].get("labels") or {}).get(K.L_CASE) or ""
@@ -219,80 +103,100 @@ def observe(api: Api, ns: str, run_name: str, config: Config, jobsets: bool = Fa
     return observed
 
 
-def _baseline(api: Api, spec, ns: str, run_name: str, suite: str, started_at: str | None = None):
-    """The baseline of a run: a pinned ConfigMap, or the results of the suite's previous run (the newest run
-    that had finished before this one started)."""
-    from trainbench.operator import baseline as B
-
-    if spec.baseline.source == "none":
-        return None
+def suite_inputs(api: Api, spec, ns: str, run_name: str, suite: str, started_at: str | None = None):
+    """(baseline, history) of a run from the cluster. The history: the results ConfigMaps of the suite's
+    runs that had finished before this one started. The baseline: a pinned ConfigMap, or the newest of
+    those runs (spec.baseline.source)."""
+    history, previous = None, None
     try:
-        if spec.baseline.source == "configMap":
-            cm = api.read_configmap(ns, spec.baseline.config_map)
-            if not cm:
-                return None
-            text = (cm.get("data") or {}).get("results.json")
-            return B.from_document(json.loads(text), f"configmap/{spec.baseline.config_map}") if text else None
         sel = f"{K.L_SUITE}={K.label_value(suite)},{K.L_COMPONENT}=results"
-        started = failures.parse_time(started_at)
-        best = None
+        started = parse_time(started_at)
+        docs = []
         for cm in api.list_configmaps(ns, sel):
-            text = (cm.get("data") or {}).get("results.json")
+            text = (cm.get("data") or {}).get(R.CONFIGMAP_KEY)
             labels = cm["metadata"].get("labels") or {}
             if not text or labels.get(K.L_RUN) == K.label_value(run_name):
                 continue
             doc = json.loads(text)
-            finished = failures.parse_time(doc.get("finished_at"))
+            finished = parse_time(doc.get("finished_at"))
             if finished is None or (started is not None and finished > started):
                 continue  # not finished, or ran alongside this run: not its predecessor
-            if best is None or finished > failures.parse_time(best.get("finished_at")):
-                best = doc
-        return B.from_results(best) if best else None
+            docs.append((finished, doc))
+        docs.sort(key=lambda fd: fd[0])
+        history = H.from_results([d for _, d in docs])
+        previous = docs[-1][1] if docs else None
+    except Exception as e:  # a broken history must not block the results
+        log.warning("history of suite %s in %s unavailable: %s", suite, ns, e)
+    if spec.baseline.source == "none":
+        return None, history
+    try:
+        if spec.baseline.source == "configMap":
+            cm = api.read_configmap(ns, spec.baseline.config_map)
+            text = ((cm or {}).get("data") or {}).get(R.CONFIGMAP_KEY)
+            base = B.from_document(json.loads(text), f"configmap/{spec.baseline.config_map}") if text else None
+            return base, history
+        return (B.from_results(previous) if previous else None), history
     except Exception as e:  # a broken baseline must not block the results
         log.warning("baseline for %s/%s unavailable: %s", ns, run_name, e)
+        return None, history
+
+
+def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) -> finalize.Finished:
+    """Finish a results document (report.finalize, with the suite's baseline and history from the cluster)
+    and write the `<run>-report` and then the `<run>-results` ConfigMap: the results ConfigMap existing is
+    what says the run is written (the reconciler observes it)."""
+    name = body["metadata"]["name"]
+    base, history = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
+    done = finalize.finalize(doc, baseline=base, history=history)
+    report_cm = K.build_configmap(
+        body, K.report_configmap_name(name), {R.REPORT_KEY: done.report}, namespace=ns, suite=suite
+    )
+    api.apply_configmap(report_cm)
+    data = {R.CONFIGMAP_KEY: R.configmap_text(doc)}
+    api.apply_configmap(K.build_configmap(body, K.results_configmap_name(name), data, namespace=ns, suite=suite))
+    return done
+
+
+def observe_results(api: Api, ns: str, body: dict) -> dict | None:
+    """The results document in the run's own results ConfigMap; None when there is none, or when the
+    ConfigMap of that name belongs to another object (a deleted run's namesake)."""
+    cm = api.read_configmap(ns, K.results_configmap_name(body["metadata"]["name"]))
+    if not cm or not _owned(cm, body):
+        return None
+    text = (cm.get("data") or {}).get(R.CONFIGMAP_KEY)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
         return None
 
 
-CONFIGMAP_LIMIT = 1_000_000  # a ConfigMap holds at most 1 MiB
+def _owned(obj: dict, body: dict) -> bool:
+    uid = body["metadata"].get("uid")
+    return any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or []) if uid else True
 
 
-def results_text(doc: dict) -> str:
-    """results.json for the ConfigMap: compact; a very large matrix drops each case's copy of the trainer JSON
-    (its numbers are in `metrics` already) and then the per-case environment to stay under 1 MiB."""
-    text = json.dumps(doc, separators=(",", ":"))
-    for key in ("trainer", "environment"):
-        if len(text.encode()) <= CONFIGMAP_LIMIT:
-            break
-        doc = {**doc, "cases": [{**c, key: None if key == "trainer" else {}} for c in doc["cases"]]}
-        text = json.dumps(doc, separators=(",", ":"))
-    return text
-
-
-def write_results(api: Api, body: dict, spec, cases, status: dict, observed, ns: str, suite: str, now: datetime):
-    """Build results.json and report.md, write both ConfigMaps; returns the results document."""
-    from trainbench.operator import report, results, verdict
-
+def notify_once(api: Api, ns: str, body: dict, status: dict, config: Config) -> None:
+    """The webhook of a finished run, sent once: only from a status that records the results (so never
+    before that status is written), and recorded on the results ConfigMap (annotation), so neither the next
+    tick nor a restarted operator sends it again. Also re-exports the results after a restart."""
     name = body["metadata"]["name"]
-    doc = results.build_results(
-        run=name,
-        suite=suite,
-        spec=spec,
-        cases=cases,
-        outcomes=reconcile.outcomes(cases, status, observed),
-        started_at=status.get("startedAt"),
-        finished_at=reconcile.now_iso(now),
-        environment={"executor": "kubernetes", "namespace": ns},
-    )
-    base = _baseline(api, spec, ns, name, suite, status.get("startedAt"))
-    verdict.apply(doc, base, spec.thresholds)
-    md = report.render_report(doc, base, thresholds=spec.thresholds)
-    cm_results = K.results_configmap_name(name)
-    cm_report = K.report_configmap_name(name)
-    api.apply_configmap(
-        K.build_configmap(body, cm_results, {"results.json": results_text(doc)}, namespace=ns, suite=suite)
-    )
-    api.apply_configmap(K.build_configmap(body, cm_report, {"report.md": md}, namespace=ns, suite=suite))
-    return doc
+    suite = (body.get("spec") or {}).get("suite") or default_suite(name)
+    key = (ns, name, body["metadata"].get("uid"))
+    if key in config.handled and config.metrics.has_results(ns, name):
+        config.metrics.update(ns, name, suite, status)
+        return
+    cm = api.read_configmap(ns, status["resultsConfigMap"])
+    if not cm or not _owned(cm, body):
+        config.metrics.update(ns, name, suite, status)
+        return
+    text = (cm.get("data") or {}).get(R.CONFIGMAP_KEY)
+    doc = json.loads(text) if text else None
+    config.metrics.update(ns, name, suite, status, doc)
+    sent = A_WEBHOOK in (cm["metadata"].get("annotations") or {})
+    # notify_run: only when TRAINBENCH_WEBHOOK_URL is set, only for regressions or failures; never raises
+    if doc is not None and not sent and webhook.notify_run(doc, namespace=ns):
+        api.annotate_configmap(ns, status["resultsConfigMap"], {A_WEBHOOK: iso(now())})
+    config.handled.add(key)
 
 
 def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
@@ -300,24 +204,22 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
     name = meta["name"]
     generation = int(meta.get("generation") or 1)
     status = dict(body.get("status") or {})
-    now = datetime.now(timezone.utc)
+    t = now()
     suite_hint = (body.get("spec") or {}).get("suite") or default_suite(name)
 
     done = status.get("phase") in reconcile.TERMINAL_RUN_PHASES and status.get("observedGeneration") == generation
-    if done and (status.get("resultsConfigMap") or not status.get("total")):
-        if status.get("resultsConfigMap") and not config.metrics.has_results(ns, name):
-            cm = api.read_configmap(ns, status["resultsConfigMap"])  # after a restart: re-export the results
-            text = ((cm or {}).get("data") or {}).get("results.json")
-            config.metrics.update(ns, name, suite_hint, status, json.loads(text) if text else None)
-        else:
-            config.metrics.update(ns, name, suite_hint, status)
+    if done and status.get("resultsConfigMap"):
+        notify_once(api, ns, body, status, config)
+        return
+    if done and not status.get("total"):
+        config.metrics.update(ns, name, suite_hint, status)
         return
 
     try:
         spec = parse_spec(body.get("spec"))
         cases = plan(spec)
     except SpecError as e:
-        new = reconcile.invalid_status(status, generation, e.field, e.message, now)
+        new = reconcile.invalid_status(status, generation, e.field, e.message, t)
         if status.get("observedGeneration") != generation or status.get("phase") != "Failed":
             kopf.warn(body, reason="InvalidSpec", message=f"{e.field}: {e.message}")
             logger.warning("invalid spec: %s: %s", e.field, e.message)
@@ -327,13 +229,13 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
 
     suite = spec.suite or default_suite(name)
     wants_jobsets = any(K.engine(c, spec.multi_node.engine) == K.ENGINE_JOBSET for c in cases)
-    observed = observe(api, ns, name, config, jobsets=wants_jobsets)
+    observed = observe(api, body, config, jobsets=wants_jobsets)
     out = reconcile.reconcile(
         body,
         spec,
         cases,
         observed,
-        now=now,
+        now=t,
         namespace=ns,
         suite=suite,
         unschedulable_grace_s=config.unschedulable_grace_s,
@@ -348,58 +250,22 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
     for jobset in out.delete_jobsets:
         api.delete_jobset(ns, jobset)
     new = out.status
-    doc = None
-    if out.all_ended and not status.get("resultsConfigMap"):
-        doc = write_results(api, body, spec, cases, new, observed, ns, suite, now)
-        from trainbench.operator import verdict
-
-        regressions = verdict.regressions(doc)
-        new["resultsConfigMap"] = K.results_configmap_name(name)
-        new["reportConfigMap"] = K.report_configmap_name(name)
-        new["completedAt"] = reconcile.now_iso(now)
-        new["regressions"] = len(regressions)
-        ready = reconcile._condition(
-            status.get("conditions") or [],
-            "Ready",
-            True,
-            "ResultsWritten",
-            f"results in configmap/{new['resultsConfigMap']}, report in configmap/{new['reportConfigMap']}",
-            generation,
-            reconcile.now_iso(now),
+    doc = observed.results
+    if out.write_results:
+        doc = R.build_results(
+            run=name,
+            suite=suite,
+            spec=spec,
+            cases=cases,
+            outcomes=reconcile.outcomes(cases, new, observed),
+            started_at=new.get("startedAt"),
+            finished_at=t,
+            environment={"executor": "kubernetes", "namespace": ns},
         )
-        new["conditions"] = (
-            [ready]
-            + [c for c in new["conditions"] if c["type"] not in ("Ready", "RegressionDetected")]
-            + [
-                reconcile._condition(
-                    status.get("conditions") or [],
-                    "RegressionDetected",
-                    bool(regressions),
-                    "Regressions" if regressions else "NoRegressions",
-                    "; ".join(f"{c['id']}: {v.get('metric')} {v.get('change_pct')}%" for c, v in regressions)[:1000]
-                    or ("no baseline" if not doc.get("baseline") else "no metric worse than its threshold"),
-                    generation,
-                    reconcile.now_iso(now),
-                )
-            ]
-        )
-        from trainbench.operator import webhook
-
-        webhook.notify_run(doc, namespace=ns)  # only when TRAINBENCH_WEBHOOK_URL is set; never raises
-        out.events.append(
-            (
-                "Normal",
-                "ResultsWritten",
-                f"results in configmap/{new['resultsConfigMap']}, report in configmap/{new['reportConfigMap']}",
-            )  # fmt: skip
-        )
-    elif out.all_ended:
-        pass
-    else:  # not all ended: the run is not final yet (a spec edit after completion reopens it)
-        for key in ("resultsConfigMap", "reportConfigMap", "completedAt"):
-            new.pop(key, None)
-    if out.all_ended and not new.get("resultsConfigMap"):
-        new["phase"] = "Running"  # final only once the results exist
+        write_results(api, body, doc, spec, ns, suite)
+        new = reconcile.finished_status(status, new, name, generation, doc, t)
+        where = f"results in configmap/{new['resultsConfigMap']}, report in configmap/{new['reportConfigMap']}"
+        out.events.append(("Normal", "ResultsWritten", where))
     for type_, reason, message in out.events:
         kopf.event(body, type=type_, reason=reason, message=message)
         logger.info("%s: %s", reason, message)

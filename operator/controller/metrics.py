@@ -13,23 +13,13 @@ deleted run disappears and nothing is double counted.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
+from trainbench.operator.clock import timestamp as _ts
+from trainbench.operator.controller.reconcile import RUN_PHASES, TERMINAL_RUN_PHASES
 from trainbench.trainer import contract as C
-
-RUN_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "PartiallyFailed", "Failed")
-
-
-def _ts(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class OperatorMetrics:
@@ -101,7 +91,7 @@ class OperatorMetrics:
                 if case.get("phase") == "Running" and case.get("stepsTotal"):
                     ratio = min(1.0, float(case.get("step") or 0) / float(case["stepsTotal"]))
                     g_progress.add_metric([suite, name, case["id"], case.get("pool", "")], ratio)
-            if phase in ("Succeeded", "PartiallyFailed", "Failed") and _ts(status.get("completedAt")):
+            if phase in TERMINAL_RUN_PHASES and _ts(status.get("completedAt")):
                 g_done.add_metric([suite, name, phase], _ts(status["completedAt"]))
             for case in (info.get("results") or {}).get("cases") or []:
                 labels = [

@@ -9,22 +9,21 @@ delta), and `events` are the transitions between the previous status and this on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
-from trainbench.operator import collect, failures
+from trainbench.operator import collect
 from trainbench.operator import kube as K
 from trainbench.operator.api import BenchmarkRunSpec
+from trainbench.operator.clock import iso
+from trainbench.operator.controller import failures
 from trainbench.operator.plan import Case
+from trainbench.operator.results.verdict import regressions
 
 TERMINAL_CASE_PHASES = ("Succeeded", "Failed", "MetricsUnavailable", "Skipped")
 RUN_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "PartiallyFailed", "Failed")
 TERMINAL_RUN_PHASES = ("Succeeded", "PartiallyFailed", "Failed")
 PROGRESS_FIELDS = {"state": "state", "step": "step", "steps_total": "stepsTotal", "tps": "tps", "mfu": "mfu"}
 PROGRESS_FIELDS["step_time"] = "stepTime"
-
-
-def now_iso(now: datetime) -> str:
-    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -35,7 +34,7 @@ class Observed:
     pods: dict[str, list[dict]] = field(default_factory=dict)  # rank 0 first
     logs: dict[str, str] = field(default_factory=dict)  # rank-0 log tail of ended pods that failed
     progress: dict[str, dict] = field(default_factory=dict)  # case id -> collect.parse_metrics dict
-    configmaps: set[str] = field(default_factory=set)  # names of the run's ConfigMaps that exist
+    results: dict | None = None  # the results document in the run's own results ConfigMap (None: not written)
     jobsets: dict[str, dict] = field(default_factory=dict)  # the run's JobSets by name (multiNode.engine JobSet)
     jobset_api: bool | None = None  # the cluster serves jobset.x-k8s.io/v1alpha2 jobsets (None: not known)
 
@@ -48,10 +47,11 @@ class Outcome:
     delete_jobsets: list[str] = field(default_factory=list)  # the same for JobSets (their child Jobs go with them)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     all_ended: bool = False  # every case has ended: the results can be written
-    verdicts: dict[str, failures.Verdict] = field(default_factory=dict)
+    write_results: bool = False  # every case has ended and the results ConfigMap is not there: write it
 
 
-def _condition(prev: list[dict], type_: str, status: bool, reason: str, message: str, gen: int, now: str) -> dict:
+def condition(prev: list[dict], type_: str, status: bool, reason: str, message: str, gen: int, now: str) -> dict:
+    """A status condition; its lastTransitionTime moves only when its status changes."""
     old = next((c for c in prev if c.get("type") == type_), None)
     s = "True" if status else "False"
     changed = old is None or old.get("status") != s
@@ -67,7 +67,7 @@ def _condition(prev: list[dict], type_: str, status: bool, reason: str, message:
 
 def invalid_status(prev_status: dict, generation: int, field_path: str, message: str, now: datetime) -> dict:
     """The status of a run whose spec cannot run: phase Failed, SpecValid=False naming the field."""
-    t = now_iso(now)
+    t = iso(now)
     prev = prev_status.get("conditions") or []
     text = f"{field_path}: {message}" if field_path else message
     return {
@@ -84,8 +84,8 @@ def invalid_status(prev_status: dict, generation: int, field_path: str, message:
         "regressions": 0,
         "cases": [],
         "conditions": [
-            _condition(prev, "SpecValid", False, "InvalidSpec", text, generation, t),
-            _condition(prev, "Ready", False, "InvalidSpec", text, generation, t),
+            condition(prev, "SpecValid", False, "InvalidSpec", text, generation, t),
+            condition(prev, "Ready", False, "InvalidSpec", text, generation, t),
         ],
     }
 
@@ -114,7 +114,7 @@ def reconcile(
     image_pull_grace_s: float = failures.IMAGE_PULL_GRACE_S,
     pod_annotations: dict | None = None,
 ) -> Outcome:
-    t = now_iso(now)
+    t = iso(now)
     generation = int(run["metadata"].get("generation") or 1)
     prev_status = run.get("status") or {}
     prev_cases = {c.get("id"): c for c in prev_status.get("cases") or []}
@@ -143,7 +143,6 @@ def reconcile(
                 entry.update({k: prev[k] for k in ("phase", "reason", "message") if prev.get(k) is not None})
             elif jobset is not None:  # the JobSet exists, its child Job not (yet): suspended, or just created
                 v = failures.classify_jobset(jobset)
-                out.verdicts[case.id] = v
                 entry.setdefault("startedAt", jobset["metadata"].get("creationTimestamp") or t)
                 entry.update(phase=v.phase, message=v.message)
                 if v.reason:
@@ -174,7 +173,6 @@ def reconcile(
             unschedulable_grace_s=unschedulable_grace_s,
             image_pull_grace_s=image_pull_grace_s,
         )
-        out.verdicts[case.id] = v
         entry.setdefault("startedAt", job["metadata"].get("creationTimestamp") or t)
         if pods and (pods[0].get("spec") or {}).get("nodeName"):
             entry["node"] = pods[0]["spec"]["nodeName"]
@@ -261,9 +259,9 @@ def reconcile(
         phase = "Pending"
     prev_conditions = prev_status.get("conditions") or []
     metrics_unavailable = [e["id"] for e in entries if e["phase"] == "MetricsUnavailable"]
-    ready = out.all_ended and bool(prev_status.get("resultsConfigMap"))
+    ready = out.all_ended and observed.results is not None  # observed, not read back from the status
     conditions = [
-        _condition(
+        condition(
             prev_conditions,
             "Ready",
             ready,
@@ -272,8 +270,8 @@ def reconcile(
             generation,
             t,
         ),
-        _condition(prev_conditions, "SpecValid", True, "Planned", f"{total} cases planned", generation, t),
-        _condition(
+        condition(prev_conditions, "SpecValid", True, "Planned", f"{total} cases planned", generation, t),
+        condition(
             prev_conditions,
             "Completed",
             out.all_ended,
@@ -282,7 +280,7 @@ def reconcile(
             generation,
             t,
         ),
-        _condition(
+        condition(
             prev_conditions,
             "MetricsUnavailable",
             bool(metrics_unavailable),
@@ -308,18 +306,53 @@ def reconcile(
         "cases": entries,
         "conditions": conditions,
     }
-    for key in ("startedAt", "resultsConfigMap", "reportConfigMap", "completedAt"):
-        if prev_status.get(key):
-            status[key] = prev_status[key]
+    if prev_status.get("startedAt"):
+        status["startedAt"] = prev_status["startedAt"]
     if launched and "startedAt" not in status:
         status["startedAt"] = min(e["startedAt"] for e in entries if e.get("startedAt"))
     rc = prev_status.get("conditions") or []
     for c in rc:  # keep conditions set by the results step (RegressionDetected, ...)
         if c.get("type") not in {x["type"] for x in conditions}:
             conditions.append(c)
-    out.status = status
+    out.write_results = out.all_ended and observed.results is None
+    if out.all_ended and observed.results is not None:
+        status = finished_status(prev_status, status, run_name, generation, observed.results, now)
+    out.status = status  # with write_results: final once the caller has written them (finished_status)
     out.events += transitions(prev_status, status)
     return out
+
+
+def finished_status(
+    prev_status: dict, status: dict, run_name: str, generation: int, results: dict, now: datetime
+) -> dict:
+    """The status of a run whose results ConfigMap exists (observed): where results and report are, when the
+    run completed (the results' finished_at, so a status rebuilt on a later tick is the same), the number of
+    regressions, Ready=True and RegressionDetected."""
+    t = iso(now)
+    found = regressions(results)
+    cm_results, cm_report = K.results_configmap_name(run_name), K.report_configmap_name(run_name)
+    where = f"results in configmap/{cm_results}, report in configmap/{cm_report}"
+    prev = prev_status.get("conditions") or []
+    ready = condition(prev, "Ready", True, "ResultsWritten", where, generation, t)
+    regressed = condition(
+        prev,
+        "RegressionDetected",
+        bool(found),
+        "Regressions" if found else "NoRegressions",
+        "; ".join(f"{c['id']}: {v.get('metric')} {v.get('change_pct')}%" for c, v in found)[:1000]
+        or ("no baseline" if not results.get("baseline") else "no metric worse than its threshold"),
+        generation,
+        t,
+    )
+    others = [c for c in status.get("conditions") or [] if c["type"] not in ("Ready", "RegressionDetected")]
+    return {
+        **status,
+        "resultsConfigMap": cm_results,
+        "reportConfigMap": cm_report,
+        "completedAt": results.get("finished_at") or t,
+        "regressions": len(found),
+        "conditions": [ready, *others, regressed],
+    }
 
 
 def _finished_at(job: dict, pods: list[dict]) -> str | None:

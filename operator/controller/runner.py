@@ -15,6 +15,9 @@ import logging
 import os
 import sys
 
+import kopf
+
+from trainbench.operator.controller import handlers, metrics
 from trainbench.operator.crd import crd_yaml
 from trainbench.trainer.contract import OPERATOR_METRICS_PORT
 
@@ -81,10 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         print("trainbench operator: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
         return 2
     _logging(args.log_format, args.verbose)
-
-    import kopf
-
-    from trainbench.operator import handlers, metrics
 
     config = handlers.Config(
         interval=args.interval,

@@ -16,19 +16,13 @@ import time
 import urllib.error
 import urllib.request
 
+from trainbench.operator.results.keys import plain_label
+
 ENV_URL = "TRAINBENCH_WEBHOOK_URL"
 MAX_LINES = 20  # per section; Slack truncates long blocks anyway
 log = logging.getLogger("trainbench.operator.webhook")
 
 _UNITS = {"mfu": "%", "tps": " tok/s", "step_time": " s", "peak_memory": " GiB", "tokens_per_joule": " tok/J"}
-
-
-def _case_title(case: dict) -> str:
-    parts = [case.get("model", "?"), case.get("type", "?"), str(case.get("seq_len", "?"))]
-    for key in ("ac", "attn"):
-        if case.get(key):
-            parts.append(str(case[key]))
-    return " ".join(parts) + f" on {case.get('hardware') or case.get('pool', '?')}"
 
 
 def _fmt(value, metric: str) -> str:
@@ -46,13 +40,13 @@ def findings(results: dict) -> tuple[list[str], list[str]]:
                 change = v.get("change_pct")
                 change_s = f"{change:+.1f}%" if isinstance(change, (int, float)) else "?"
                 regressions.append(
-                    f"{_case_title(case)}: {metric} {_fmt(v.get('baseline'), metric)} -> "
+                    f"{plain_label(case)}: {metric} {_fmt(v.get('baseline'), metric)} -> "
                     f"{_fmt(v.get('current'), metric)} ({change_s})"
                 )
         if case.get("phase") in ("Failed", "MetricsUnavailable"):
             reason = case.get("reason") or case.get("phase")
             message = (case.get("message") or "").strip().splitlines()
-            failures.append(f"{_case_title(case)}: {reason}" + (f" - {message[-1][:200]}" if message else ""))
+            failures.append(f"{plain_label(case)}: {reason}" + (f" - {message[-1][:200]}" if message else ""))
     return regressions, failures
 
 

@@ -12,34 +12,22 @@ good/excellent legend (seeds/000) and the environment.
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
 from typing import Any
 
-from trainbench.operator import typereport as T
-from trainbench.operator import verdict as V
-from trainbench.operator.results import parse_time
+from trainbench.operator.clock import human
+from trainbench.operator.report import sections as T
+from trainbench.operator.report.plots import trend_series
+from trainbench.operator.results import verdict as V
+from trainbench.operator.results.baseline import from_results
+from trainbench.operator.results.keys import (
+    ac_label,
+    attn_label,
+    case_key,
+    case_label,
+    model_title,
+    type_label,
+)
 
-TYPE_LABELS = {
-    "sft-full": "SFT Full",
-    "rl-full": "RL Full",
-    "rl-lora": "RL LoRA",
-    "generate": "Generate",
-    "verify": "Verify",
-}
-AC_LABELS = {"recompute": "Recompute", "offload": "Offload", "none": "None", "selective": "Selective", "auto": "Auto"}
-ATTN_LABELS = {
-    "fa2": "FA2",
-    "fa3": "FA3",
-    "fa4": "FA4",
-    "sdpa": "SDPA",
-    "sdpa-cudnn": "SDPA cuDNN",
-    "sdpa-flash": "SDPA flash",
-    "sdpa-efficient": "SDPA mem-eff",
-    "sdpa-math": "SDPA math",
-    "flex": "Flex",
-    "eager": "Eager",
-    "auto": "Auto",
-}
 FIRST_STEP = "First Step (compile)"  # column of the first step's wall time (results: metrics.first_step_s)
 SPARKS = "▁▂▃▄▅▆▇█"
 LEGEND = [
@@ -50,31 +38,6 @@ LEGEND = [
 
 
 # --- formatting ---------------------------------------------------------------------------------------
-
-
-def type_label(case: dict) -> str:
-    label = TYPE_LABELS.get(case.get("type"), str(case.get("type")))
-    if case.get("type") == "rl-lora" and case.get("lora_rank"):
-        label += f"(r={case['lora_rank']})"
-    return label
-
-
-def ac_label(ac: str | None) -> str:
-    return AC_LABELS.get(str(ac), str(ac))
-
-
-def attn_label(case: dict) -> str:
-    asked, ran = case.get("attn"), case.get("attn_backend")
-    if asked == "auto" and ran:
-        return f"{ATTN_LABELS.get(ran, ran)} (auto)"
-    if ran and ran != asked:
-        return f"{ATTN_LABELS.get(asked, asked)}→{ATTN_LABELS.get(ran, ran)}"
-    return ATTN_LABELS.get(asked, str(asked))
-
-
-def model_title(case: dict) -> str:
-    hf = case.get("hf_name") or ""
-    return hf.split("/")[-1] if hf and not hf.startswith("trainbench/") else case.get("model", "?")
 
 
 def fmt_tps(v: float) -> str:
@@ -142,11 +105,6 @@ def sparkline(values: list[float | None]) -> str:
         else:
             out.append(SPARKS[round((v - lo) / (hi - lo) * (len(SPARKS) - 1))])
     return "".join(out)
-
-
-def _when(value: str | None) -> str:
-    t = parse_time(value)
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t else "unknown"
 
 
 def _sort_key(case: dict) -> tuple:
@@ -229,8 +187,7 @@ def _cross_pool(results: dict, cases: list[dict]) -> list[str]:
     for c in cases:
         if c.get("phase") != "Succeeded" or not V.metric_value(c.get("metrics"), "tps")[0]:
             continue
-        k = (c["model"], c["type"], c.get("lora_rank"), c["seq_len"], c["ac"], c["attn"], c.get("ep"), c.get("cp"))
-        groups.setdefault(k, []).append(c)
+        groups.setdefault(case_key(c, hardware=False), []).append(c)
     groups = {k: v for k, v in groups.items() if len({c["pool"] for c in v}) > 1}
     if not groups:
         return []
@@ -265,8 +222,6 @@ def _cross_pool(results: dict, cases: list[dict]) -> list[str]:
 
 
 def _history_section(results: dict, history: dict | None, plots: dict | None, last: int) -> list[str]:
-    from trainbench.operator.plots import trend_series
-
     groups = trend_series(results, history, last)
     if not groups:
         return []
@@ -283,7 +238,7 @@ def _history_section(results: dict, history: dict | None, plots: dict | None, la
         for case, points in cases:
             tps = [V.metric_value(p.get("metrics"), "tps")[0] for p in points]
             mfu = [V.metric_value(p.get("metrics"), "mfu")[0] for p in points]
-            label = f"{type_label(case)} {case['seq_len']} {ac_label(case['ac'])} {attn_label(case)} {case['hardware']}"
+            label = case_label(case)
             row = [
                 label,
                 str(len(points)),
@@ -369,7 +324,7 @@ def render_report(
 
     lines = [f"# {title}: {results.get('suite')}", "", summary_line(results), ""]
     lines += [
-        f"**Last Updated:** {_when(results.get('finished_at') or results.get('started_at'))}  ",
+        f"**Last Updated:** {human(results.get('finished_at') or results.get('started_at'))}  ",
         f"**Run:** `{results.get('run')}` ({env.get('executor', 'unknown')} executor"
         + (f", {results['duration_s']:.0f}s" if results.get("duration_s") is not None else "")
         + ")  ",
@@ -420,8 +375,6 @@ def render_report(
 
 def render_compare(a: dict, b: dict, thresholds: dict | Any | None = None) -> tuple[str, dict]:
     """Diff two results documents (A = before, B = after): markdown and a JSON-ready dict."""
-    from trainbench.operator.baseline import from_results
-
     base = from_results(a)
     b = V.apply(copy.deepcopy(b), base, thresholds if thresholds is not None else (b.get("thresholds") or None))
     rows, data = [], []
@@ -430,7 +383,7 @@ def render_compare(a: dict, b: dict, thresholds: dict | Any | None = None) -> tu
         entry = {"case": c["id"], "phase": c.get("phase"), "verdicts": vd, "baseline_run": a.get("run")}
         data.append(entry)
         if not vd:
-            label = f"{type_label(c)} {c['seq_len']} {c['hardware']}"
+            label = case_label(c, detail=False)
             rows.append(f"| {model_title(c)} | {label} | – | – | – | – | no match in A |")
             continue
         parts = []
@@ -439,7 +392,7 @@ def render_compare(a: dict, b: dict, thresholds: dict | Any | None = None) -> tu
             parts.append(cell(metric, v.get("current"), v) if v else "–")
         worst = [v["status"] for v in vd.values()]
         status = "regression" if "regression" in worst else ("improvement" if "improvement" in worst else "ok")
-        label = f"{type_label(c)} {c['seq_len']} {c['hardware']}"
+        label = case_label(c, detail=False)
         rows.append(f"| {model_title(c)} | {label} | " + " | ".join(parts) + f" | {status} |")
     md = [
         f"# Compare: `{a.get('run')}` → `{b.get('run')}`",
@@ -452,7 +405,3 @@ def render_compare(a: dict, b: dict, thresholds: dict | Any | None = None) -> tu
         "",
     ]
     return "\n".join(md), {"a": a.get("run"), "b": b.get("run"), "summary": b.get("summary"), "cases": data}
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from trainbench.operator.results import parse_time
+from trainbench.operator.clock import parse_time
+from trainbench.operator.results.history import series
+from trainbench.operator.results.keys import case_key, case_label
 
 PLOTS_DIR = "plots"
 
@@ -18,19 +20,8 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "model"
 
 
-def _label(case: dict) -> str:
-    from trainbench.operator.report import ac_label, attn_label, type_label
-
-    return (
-        f"{type_label(case)} {case.get('seq_len')} {ac_label(case.get('ac'))} {attn_label(case)} {case.get('hardware')}"
-    )
-
-
 def trend_series(results: dict, history: dict | None, last: int = 10) -> dict[str, list[tuple[dict, list[dict]]]]:
     """model -> [(case, points oldest..newest incl. this run)] for cases with at least two points."""
-    from trainbench.operator.baseline import case_key
-    from trainbench.operator.history import series
-
     out: dict[str, list] = {}
     for case in results.get("cases", []):
         points = [p for p in series(history, case_key(case), last=last + 1) if p["run"] != results.get("run")]
@@ -88,7 +79,7 @@ def render_trends(results: dict, history: dict | None, out_dir: str | Path, last
                         xs.append(i)
                         ys.append(s["mean"] * scale)
                         errs.append((s.get("std") or 0.0) * scale)
-                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=_label(case))
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=case_label(case))
         axes[0].set_ylabel("tokens/s (k)")
         axes[1].set_ylabel("MFU (%)")
         for ax, title in zip(axes, ("TPS", "MFU"), strict=True):

@@ -14,67 +14,18 @@ FA3 matches a prime-rl FA3 baseline).
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainbench.operator import history as H
-from trainbench.operator import results as R
-
-KEY_FIELDS = ("model", "hardware", "type", "lora_rank", "seq_len", "ac", "attn", "ep", "cp")
+from trainbench.operator.controller.client import Api
+from trainbench.operator.results import document as R
+from trainbench.operator.results import history as H
+from trainbench.operator.results.keys import case_key, hardware_label, normalise_model, short_gpu_name
 
 
 class BaselineError(ValueError):
     """A baseline source that cannot be read."""
-
-
-def normalise_model(name: str | None) -> str:
-    if not name:
-        return "unknown"
-    from trainbench.trainer.specs import UnknownModelError, resolve_model
-
-    candidates = [name]
-    short = name.split("/")[-1]
-    for suffix in ("-Instruct-2507", "-Thinking-2507", "-Instruct", "-Base", "-Thinking"):
-        if short.lower().endswith(suffix.lower()):
-            candidates.append(short[: -len(suffix)])
-    for cand in candidates:
-        try:
-            return resolve_model(cand).name
-        except (UnknownModelError, OSError, ValueError):
-            continue
-    return short.lower()
-
-
-def normalise_hardware(hw: str | None) -> str:
-    """'8xNVIDIA H100 80GB HBM3' and '8xH100 HBM3' compare equal; case and spaces do not matter."""
-    if not hw:
-        return "unknown"
-    m = re.match(r"^\s*(\d+)\s*x\s*(.*)$", hw)
-    count, name = (m.group(1), m.group(2)) if m else ("1", hw)
-    return f"{count}x{(R.short_gpu_name(name) or name).lower().replace(' ', '')}"
-
-
-def case_key(case: dict, attn: str | None = None) -> tuple:
-    """The matching key of a case (results document case, history case or imported baseline)."""
-    lora = case.get("lora_rank") if case.get("type") == "rl-lora" or case.get("lora_rank") else None
-    return (
-        normalise_model(case.get("model")),
-        normalise_hardware(case.get("hardware")),
-        case.get("type"),
-        int(lora) if lora else None,
-        int(case.get("seq_len") or 0),
-        str(case.get("ac") or "").lower(),
-        str(attn or case.get("attn") or "").lower(),
-        int(case.get("ep") or 1),
-        int(case.get("cp") or 1),
-    )
-
-
-def key_label(key: tuple) -> str:
-    return " ".join(f"{name}={value}" for name, value in zip(KEY_FIELDS, key, strict=True))
 
 
 @dataclass
@@ -182,7 +133,7 @@ def prime_rl_case(doc: dict) -> dict:
     return {
         "model": normalise_model(cfg.get("model_name")),
         "hf_name": cfg.get("model_name"),
-        "hardware": R.hardware_label(gpus, R.short_gpu_name(cfg.get("device_name"))),
+        "hardware": hardware_label(gpus, short_gpu_name(cfg.get("device_name"))),
         "type": type_,
         "lora_rank": lora if type_ == "rl-lora" else None,
         "seq_len": cfg.get("seq_len"),
@@ -226,26 +177,15 @@ def from_prime_rl(docs: list[dict], description: str | None = None) -> Baseline:
 
 
 def read_configmap(name: str, namespace: str | None = None) -> dict[str, str]:
-    """The data of a ConfigMap, read with the kubernetes client (kubeconfig or in-cluster)."""
+    """The data of a ConfigMap, read with the one API client (controller.client: kubeconfig or in-cluster)."""
     try:
-        from kubernetes import client, config
-    except ImportError:  # pragma: no cover - the operator extra is missing
-        raise BaselineError(
-            "reading a ConfigMap needs the kubernetes package (pip install trainbench[operator])"
-        ) from None
-    try:
-        try:
-            config.load_incluster_config()
-            ns_default = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
-        except config.ConfigException:
-            kubeconfig = os.environ.get("KUBECONFIG")  # read now: the client's default was fixed at its import
-            config.load_kube_config(config_file=kubeconfig)
-            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-            ns_default = (active or {}).get("context", {}).get("namespace") or "default"
-        cm = client.CoreV1Api().read_namespaced_config_map(name, namespace or ns_default)
-    except Exception as e:
+        api = Api()
+        cm = api.read_configmap(namespace or api.namespace, name)
+    except Exception as e:  # noqa: BLE001 - no cluster, no access: say so
         raise BaselineError(f"configmap/{name}: cannot read it ({e.__class__.__name__}: {e})") from None
-    return dict(cm.data or {})
+    if cm is None:
+        raise BaselineError(f"configmap/{name}: cannot read it (NotFound)")
+    return dict(cm.get("data") or {})
 
 
 def from_document(doc: Any, description: str | None = None, exclude_run: str | None = None) -> Baseline:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainbench.trainer.contract import CASE_PHASES, SUMMARY_METRICS
+from trainbench.operator.clock import duration, iso
+from trainbench.operator.kube import CONFIGMAP_VALUE_LIMIT_BYTES
+from trainbench.operator.plan import case_id
+from trainbench.operator.results.keys import METRICS, hardware_label, short_gpu_name
+from trainbench.trainer.contract import CASE_PHASES, RESULT_SCHEMA, SUMMARY_METRICS
 
 RESULTS_SCHEMA = "trainbench.dev/results/v1"
 CONFIGMAP_KEY = "results.json"  # the key of the results document in a run's result ConfigMap
@@ -136,48 +140,6 @@ class ResultsError(ValueError):
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def iso(value: datetime | str | float | int | None) -> str | None:
-    """datetime / epoch seconds / ISO string -> ISO 8601 UTC string."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)):
-        value = datetime.fromtimestamp(value, tz=timezone.utc)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _duration(start: str | None, end: str | None) -> float | None:
-    a, b = parse_time(start), parse_time(end)
-    return round((b - a).total_seconds(), 3) if a and b else None
-
-
-_STRIP_WORDS = ("NVIDIA", "AMD", "RTX", "80GB", "40GB", "141GB", "192GB")
-
-
-def short_gpu_name(name: str | None) -> str | None:
-    """'NVIDIA H100 80GB HBM3' -> 'H100 HBM3' (prime-rl's convention, so hardware columns compare)."""
-    if not name:
-        return None
-    words = [w for w in re.split(r"\s+", name.strip()) if w and w not in _STRIP_WORDS]
-    return " ".join(words) or name
-
-
-def hardware_label(gpus: int, name: str | None) -> str:
-    return f"{gpus}x{name or 'unknown'}"
-
-
 def _summary(value: Any) -> dict | None:
     if isinstance(value, dict):
         return {k: value.get(k) for k in ("mean", "std", "min", "max", "n") if k in value} or None
@@ -255,8 +217,6 @@ def _pools(spec: Any) -> list[dict]:
 def _thresholds(spec: Any) -> dict[str, float]:
     th = getattr(spec, "thresholds", None)
     if th is not None and hasattr(th, "for_metric"):
-        from trainbench.operator.verdict import METRICS
-
         return {m: th.for_metric(m) for m in METRICS} | {"default": th.default}
     if isinstance(spec, dict) and isinstance(spec.get("thresholds"), dict):
         raw = spec["thresholds"]
@@ -326,7 +286,7 @@ def build_case(case: Any, outcome: dict | None, pool: dict | None = None) -> dic
         "job": outcome.get("job"),
         "started_at": started,
         "finished_at": finished,
-        "duration_s": _duration(started, finished),
+        "duration_s": duration(started, finished),
         "metrics": metrics_from_result(result, outcome.get("progress")),
         "flops_per_token": (result or {}).get("flops_per_token"),
         "peak_flops": (result or {}).get("peak_flops"),
@@ -367,7 +327,7 @@ def build_results(
         "suite": suite or run,
         "started_at": started,
         "finished_at": finished,
-        "duration_s": _duration(started, finished),
+        "duration_s": duration(started, finished),
         "environment": dict(environment or {}),
         "spec": _spec_dict(spec),
         "pools": pools,
@@ -425,6 +385,18 @@ def write_results(doc: dict, path: str | Path) -> Path:
     return path
 
 
+def configmap_text(doc: dict, limit_bytes: int = CONFIGMAP_VALUE_LIMIT_BYTES) -> str:
+    """results.json for a ConfigMap: compact; a very large matrix drops each case's copy of the trainer JSON
+    (its numbers are in `metrics` already) and then the per-case environment to stay under the limit."""
+    text = json.dumps(doc, separators=(",", ":"))
+    for key in ("trainer", "environment"):
+        if len(text.encode()) <= limit_bytes:
+            break
+        doc = {**doc, "cases": [{**c, key: None if key == "trainer" else {}} for c in doc["cases"]]}
+        text = json.dumps(doc, separators=(",", ":"))
+    return text
+
+
 def schema_json() -> dict:
     """The JSON Schema of the results document (docs/results-schema.md is generated from the same models)."""
     return Results.model_json_schema(by_alias=True)
@@ -433,9 +405,6 @@ def schema_json() -> dict:
 def from_trainer_results(docs: list[dict], run: str | None = None) -> dict:
     """A results document from the trainer's own result JSON files (`trainbench bench --output FILE`), so a
     handful of hand-run benches render as one report. Cases come from each result's `config`."""
-    from trainbench.operator.plan import case_id
-    from trainbench.trainer.contract import RESULT_SCHEMA
-
     cases, outcomes = [], {}
     for i, doc in enumerate(docs):
         if not isinstance(doc, dict) or doc.get("schema") != RESULT_SCHEMA:

@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainbench.operator.kube import CONFIGMAP_VALUE_LIMIT_BYTES
+from trainbench.operator.results.keys import case_key
+
 HISTORY_SCHEMA = "trainbench.dev/history/v1"
 CONFIGMAP_KEY = "history.json"
-CONFIGMAP_LIMIT_BYTES = 1024 * 1024  # Kubernetes: the whole ConfigMap object
-HISTORY_LIMIT_BYTES = CONFIGMAP_LIMIT_BYTES - 64 * 1024  # room for metadata and the other keys
+HISTORY_LIMIT_BYTES = CONFIGMAP_VALUE_LIMIT_BYTES  # the history fits one ConfigMap key
 DEFAULT_MAX_RUNS = 90
 
 _CASE_FIELDS = ("id", "model", "type", "seq_len", "ac", "attn", "attn_backend", "ep", "cp", "lora_rank", "pool")
@@ -128,10 +130,8 @@ def save(doc: dict, path: str | Path) -> Path:
 
 
 def series(doc: dict | None, key: tuple, last: int = 10) -> list[dict]:
-    """[{run, started_at, phase, metrics}] for the case matching `key` (baseline.case_key) over the last runs,
+    """[{run, started_at, phase, metrics}] for the case matching `key` (keys.case_key) over the last runs,
     oldest first."""
-    from trainbench.operator.baseline import case_key
-
     if not doc:
         return []
     out = []

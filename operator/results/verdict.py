@@ -17,9 +17,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-METRICS = ("mfu", "tps", "step_time", "peak_memory", "tokens_per_joule")
+from trainbench.operator.results.document import counts
+from trainbench.operator.results.keys import METRICS
+
 HIGHER_IS_BETTER = {"mfu": True, "tps": True, "step_time": False, "peak_memory": False, "tokens_per_joule": True}
-LABELS = {"mfu": "MFU", "tps": "TPS", "step_time": "Step Time", "peak_memory": "Peak Mem", "tokens_per_joule": "Tok/J"}
 DEFAULT_THRESHOLD = 5.0  # percent
 SHOW_PCT = 1.0  # percent: smaller changes are not shown
 
@@ -28,6 +29,8 @@ STATUSES = ("regression", "improvement", "changed", "noise", "same", "new", "mis
 
 @dataclass(frozen=True)
 class Verdict:
+    """How one metric of a case compares with its baseline (the report's verdicts; not a case's state)."""
+
     metric: str
     status: str  # one of STATUSES
     current: float | None
@@ -133,8 +136,6 @@ def apply(results: dict, baseline: Any | None, thresholds: dict | Any | None = N
     """Attach verdicts to a results document (in place, and returned): each case gets `verdicts` and
     `baseline` (the entry it was compared with), the document gets `baseline` {source, description,
     matched} and `summary.regressions`. `baseline`: a baseline.Baseline or None."""
-    from trainbench.operator.results import counts
-
     th = thresholds if thresholds is not None else (results.get("thresholds") or None)
     matched = 0
     for case in results.get("cases", []):

@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": "trainbench.operator.commands",  # render a report from results
         "compare": "trainbench.operator.commands",  # diff two runs
         "plan": "trainbench.operator.commands",  # print the cases a BenchmarkRun plans
-        "operator": "trainbench.operator.runner",  # run the kopf operator
+        "operator": "trainbench.operator.controller.runner",  # run the kopf operator
         "submit": "trainbench.operator.submit",  # create a dated BenchmarkRun from a suite (the CronJob's command)
     }
     if not argv or argv[0] in ("-h", "--help"):

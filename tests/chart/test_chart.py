@@ -404,8 +404,8 @@ def test_dashboard_panels_are_well_formed():
 
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
 def test_operator_args_parse_with_the_operator_cli(render, mode):
-    """The Deployment's arguments are accepted by `trainbench operator` (operator/runner.py) as they are."""
-    from trainbench.operator import runner
+    """The Deployment's arguments are accepted by `trainbench operator` (operator/controller/runner.py) as they are."""
+    from trainbench.operator.controller import runner
 
     docs = render(_values(mode))
     args = docs.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainbench.operator import metrics as op_metrics
+from trainbench.operator.controller import metrics as op_metrics
 from trainbench.operator.plan import plan
-from trainbench.operator.results import build_results
+from trainbench.operator.results.document import build_results
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "charts" / "trainbench" / "dashboards").glob("*.json"))

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from trainbench.operator import webhook
+from trainbench.operator.controller import webhook
 
 RESULTS = {
     "schema": "trainbench.dev/results/v1",

@@ -116,7 +116,7 @@ def test_local_executor_runs_generate_and_verify(tmp_path):
     # the operator's /metrics export the types' results
     from prometheus_client import generate_latest
 
-    from trainbench.operator.metrics import OperatorMetrics
+    from trainbench.operator.controller.metrics import OperatorMetrics
     from trainbench.trainer import contract as C
 
     store = OperatorMetrics()
@@ -130,8 +130,8 @@ def test_local_executor_runs_generate_and_verify(tmp_path):
 def test_report_sections_mark_the_headline_verdicts():
     from datetime import datetime, timezone
 
-    from trainbench.operator.report import render_report
-    from trainbench.operator.results import build_results
+    from trainbench.operator.report.markdown import render_report
+    from trainbench.operator.results.document import build_results
 
     spec = {"pools": [{"name": "cpu", "hardware": "CPU"}], "matrix": {"models": ["tiny-qwen3"], "types": ["generate"]}}
     (case,) = plan(spec)

@@ -16,6 +16,7 @@ if str(HERE) not in sys.path:
 
 from kubesim import Cluster  # noqa: E402
 from ophelpers import NODES, Kubectl, Operator  # noqa: E402
+from resultsdata import baseline_results, current, fx, history_doc  # noqa: E402,F401 - fixtures
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Fixed results, baselines and histories for the report tests (shaped like the trainer's result JSON)."""
+"""Fixed results, baselines and histories for the results and report tests (shaped like the trainer's result
+JSON). Its fixtures reach every test under tests/operator through conftest.py."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import copy
 
 import pytest
 
-from trainbench.operator import history as H
 from trainbench.operator.api import parse_spec
 from trainbench.operator.plan import plan
-from trainbench.operator.results import build_results
+from trainbench.operator.results import history as H
+from trainbench.operator.results.document import build_results
 
 SPEC = {
     "suite": "nightly",

@@ -14,7 +14,7 @@ import yaml
 
 from trainbench.cli import main as cli
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kubesim import Cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

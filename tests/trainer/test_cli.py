@@ -167,7 +167,7 @@ def test_termination_log_of_a_real_run_holds_the_summary_within_4k(tmp_path):
     assert short["metrics"] == full["metrics"] and short["status"] == "ok" and "steps" not in short
     # the cold-start cost survives the trimming, and the operator reads it from there
     assert short["first_step_s"] == full["steps"][0]["step_time"] > 0
-    from trainbench.operator.results import first_step_seconds
+    from trainbench.operator.results.document import first_step_seconds
 
     assert first_step_seconds(short) == first_step_seconds(full) == full["first_step_s"]
 

@@ -14,11 +14,12 @@ import yaml
 from jobset_schema import jobset_errors
 from kubesim import SchemaValidator
 
-from trainbench.operator import api, reconcile
+from trainbench.operator import api
 from trainbench.operator import kube as K
+from trainbench.operator.controller import reconcile
 from trainbench.operator.plan import plan
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CRD = yaml.safe_load((ROOT / "manifests" / "crd.yaml").read_text())
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
 RUN = {

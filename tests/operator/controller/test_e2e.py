@@ -249,7 +249,7 @@ def test_e2e_real_cluster(tmp_path):
     ns = f"trainbench-e2e-{uuid.uuid4().hex[:6]}"
     kubeconfig = Path(os.environ["KUBECONFIG"])
     admin = Kubectl(kubeconfig, namespace="default")
-    admin("apply", "-f", str(Path(__file__).resolve().parents[2] / "manifests" / "crd.yaml"))
+    admin("apply", "-f", str(Path(__file__).resolve().parents[3] / "manifests" / "crd.yaml"))
     admin("create", "namespace", ns)
     operator = Operator(kubeconfig, tmp_path, namespace=ns)
     try:

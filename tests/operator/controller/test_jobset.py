@@ -25,12 +25,13 @@ from jobset_schema import jobset_errors
 from kubesim import Cluster, SchemaValidator
 from ophelpers import NODES, Kubectl, Operator, wait_for
 
-from trainbench.operator import api, failures, reconcile
+from trainbench.operator import api
 from trainbench.operator import kube as K
+from trainbench.operator.controller import failures, reconcile
 from trainbench.operator.plan import plan
 from trainbench.trainer import contract as C
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CRD = yaml.safe_load((ROOT / "manifests" / "crd.yaml").read_text())
 NOW = datetime(2026, 2, 7, 3, 0, tzinfo=timezone.utc)
 RUN = {
@@ -245,7 +246,7 @@ def test_classify_jobset_without_child_job():
     js = {"metadata": {"name": "x"}, "spec": {"suspend": True}, "status": {}}
     assert failures.classify_jobset(js).phase == "Pending" and "Kueue" in failures.classify_jobset(js).message
     js["spec"]["suspend"] = False
-    assert failures.classify_jobset(js) == failures.Verdict("Pending", None, "waiting for the JobSet's Job")
+    assert failures.classify_jobset(js) == failures.CaseState("Pending", None, "waiting for the JobSet's Job")
     js["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedJobs", "message": "boom"}]}
     v = failures.classify_jobset(js)
     assert (v.phase, v.reason, v.terminal) == ("Failed", "Error", True) and "boom" in v.message

@@ -75,9 +75,5 @@ def test_restart_mid_run(cluster, kubectl, operator):
     assert text.count("trainbench_result_mfu_percent{") == 2
 
     # a graceful stop (what a Deployment rollout sends) ends the process promptly, with a run being watched
-    import time
-
-    started = time.monotonic()
     operator.proc.terminate()
-    assert operator.proc.wait(20) == 0, operator.log()
-    assert time.monotonic() - started < 20
+    assert operator.proc.wait(20) == 0, operator.log()  # a hang fails here (TimeoutExpired), not a slow machine

@@ -15,13 +15,14 @@ from kubesim import SchemaValidator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from trainbench.operator import api, failures, reconcile
+from trainbench.operator import api
 from trainbench.operator import kube as K
-from trainbench.operator.metrics import OperatorMetrics
+from trainbench.operator.controller import failures, reconcile
+from trainbench.operator.controller.metrics import OperatorMetrics
 from trainbench.operator.plan import plan
 from trainbench.trainer import contract as C
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CRD_TEXT = (ROOT / "manifests" / "crd.yaml").read_text()  # generated from operator/api.py (tests/chart checks it)
 CRD = yaml.safe_load(CRD_TEXT)
 SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -382,14 +383,14 @@ def test_no_result_json_falls_back_to_the_last_scrape():
     assert out.status["cases"][0]["phase"] == "Succeeded"
     outcome = reconcile.outcomes(cases, out.status, obs)[cases[0].id]
     assert outcome["result"]["metrics"]["tps"]["mean"] == 900.0 and outcome["result"]["source"] == "last-scrape"
-    from trainbench.operator import results
+    from trainbench.operator.results import document as results
 
     doc = results.build_results("r", "s", spec, cases, {cases[0].id: outcome}, None, None, {})
     assert doc["cases"][0]["metrics"]["tps"]["mean"] == 900.0 and doc["cases"][0]["phase"] == "Succeeded"
 
 
 def test_results_json_fits_a_configmap():
-    from trainbench.operator import handlers, results
+    from trainbench.operator.results import document as results
 
     spec = api.parse_spec(
         {
@@ -401,8 +402,8 @@ def test_results_json_fits_a_configmap():
     big = {"status": "ok", "metrics": {"tps": {"mean": 1.0}}, "config": {"note": "x" * 4000}, "environment": {"a": "b"}}
     outs = {c.id: {"phase": "Succeeded", "result": big} for c in cases}
     doc = results.build_results("r", "s", spec, cases, outs, None, None, {})
-    text = handlers.results_text(doc)
-    assert len(text.encode()) <= handlers.CONFIGMAP_LIMIT
+    text = results.configmap_text(doc)
+    assert len(text.encode()) <= K.CONFIGMAP_VALUE_LIMIT_BYTES < K.CONFIGMAP_LIMIT_BYTES
     back = results.load_results(text)
     assert len(back["cases"]) == 400 and back["cases"][0]["metrics"]["tps"]["mean"] == 1.0
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from trainbench.operator import baseline as B
-from trainbench.operator.report import render_report
+from trainbench.operator.report.markdown import render_report
+from trainbench.operator.results import baseline as B
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -61,7 +61,7 @@ def test_noisy_runs_report_noise_not_regressions(fx):
 
 
 def test_first_step_column_shows_the_cold_start(fx, current):
-    from trainbench.operator.results import first_step_seconds
+    from trainbench.operator.results.document import first_step_seconds
 
     by_model = {(c["model"], c["type"], c["pool"]): c for c in current["cases"]}
     assert by_model[("qwen3-4b", "rl-lora", "h100")]["metrics"]["first_step_s"] == 204.0

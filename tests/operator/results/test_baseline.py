@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from trainbench.operator import baseline as B
-from trainbench.operator import history as H
-from trainbench.operator import verdict as V
 from trainbench.operator.api import parse_spec
 from trainbench.operator.plan import plan
-from trainbench.operator.report import render_report
-from trainbench.operator.results import build_results
+from trainbench.operator.report.markdown import render_report
+from trainbench.operator.results import baseline as B
+from trainbench.operator.results import history as H
+from trainbench.operator.results import verdict as V
+from trainbench.operator.results.document import build_results
 
-PRIME = Path(__file__).parent / "data" / "prime-rl"
+PRIME = Path(__file__).resolve().parents[1] / "data" / "prime-rl"
 
 H100_SPEC = {
     "suite": "h100",

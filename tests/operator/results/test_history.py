@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from trainbench.operator import history as H
+from trainbench.operator import kube as K
+from trainbench.operator.results import history as H
 
 
 def _results(fx, i: int, extra_cases: int = 0) -> dict:
@@ -53,11 +54,11 @@ def test_default_limit_is_under_one_mib_as_a_configmap_value(fx):
     big = _results(fx, 0, extra_cases=400)
     for i in range(30):
         doc = H.append(doc, {**big, "run": f"run-{i:04d}"})
-    assert H.stored_size(doc) <= H.HISTORY_LIMIT_BYTES < H.CONFIGMAP_LIMIT_BYTES
+    assert H.stored_size(doc) <= H.HISTORY_LIMIT_BYTES < K.CONFIGMAP_LIMIT_BYTES
     # as the ConfigMap the operator writes: the value is a string inside the object's JSON
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "trainbench-history-nightly"}}
     cm["data"] = {H.CONFIGMAP_KEY: H.dumps(doc)}
-    assert len(json.dumps(cm).encode()) < H.CONFIGMAP_LIMIT_BYTES
+    assert len(json.dumps(cm).encode()) < K.CONFIGMAP_LIMIT_BYTES
     assert len(doc["runs"]) < 30
 
 
@@ -81,7 +82,7 @@ def test_series_for_a_case(fx, tmp_path):
         doc = H.append(doc, _results(fx, i))
     path = H.save(doc, tmp_path / "history.json")
     assert H.load(path) == doc
-    from trainbench.operator.baseline import case_key
+    from trainbench.operator.results.keys import case_key
 
     case = next(c for c in _results(fx, 9)["cases"] if c["phase"] == "Succeeded")
     pts = H.series(doc, case_key(case), last=3)

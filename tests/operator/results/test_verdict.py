@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trainbench.operator import baseline as B
-from trainbench.operator import verdict as V
 from trainbench.operator.api import Thresholds
+from trainbench.operator.results import baseline as B
+from trainbench.operator.results import verdict as V
 
 
 def test_directions():

@@ -1,0 +1,192 @@
+"""The one Kubernetes API client of trainbench (the operator, `trainbench run` without --local, `trainbench
+submit`, and `configmap/NAME` sources of the CLI) and the one place that finds the cluster.
+
+`connect()` finds the cluster the way kubectl does: an explicit kubeconfig or context (`--kubeconfig`,
+`--context`, or the KUBECONFIG variable) first, else the pod's service account (in-cluster), else
+~/.kube/config. The default namespace follows: the service account's, else the active context's, else
+`default`. Objects go in and come out as plain JSON dicts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from trainbench.operator import kube as K
+
+log = logging.getLogger("trainbench.operator")
+
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class ClientError(RuntimeError):
+    """No cluster to talk to (no kubernetes package, no kubeconfig, no service account)."""
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None) -> tuple[object, str]:
+    """Load the client configuration; returns (the kubernetes.client module, the default namespace)."""
+    try:
+        from kubernetes import client, config
+    except ImportError:  # pragma: no cover - the operator extra is missing
+        raise ClientError(
+            "talking to a cluster needs the kubernetes package (pip install trainbench[operator])"
+        ) from None
+    # KUBECONFIG is read now: the client's own default was fixed when it was imported
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
+    if kubeconfig is None and context is None:
+        try:
+            config.load_incluster_config()
+            ns = SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.exists() else "default"
+            return client, ns or "default"
+        except config.ConfigException:
+            pass
+    try:
+        config.load_kube_config(config_file=kubeconfig, context=context)
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (config.ConfigException, OSError) as e:
+        raise ClientError(f"no cluster: {e}") from None
+    if context is not None:
+        contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
+        active = next((c for c in contexts if c.get("name") == context), active)
+    return client, (active or {}).get("context", {}).get("namespace") or "default"
+
+
+class Api:
+    """The API calls trainbench makes (kubernetes client; JSON dicts in and out)."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        client, self.namespace = connect(kubeconfig, context)
+        self.client = client
+        self.core = client.CoreV1Api()
+        self.batch = client.BatchV1Api()
+        self.custom = client.CustomObjectsApi()
+        self._served: dict[tuple[str, str, str], tuple[float, bool]] = {}
+
+    @staticmethod
+    def _json(resp) -> dict:
+        return json.loads(resp.data or b"{}")
+
+    def served(self, group: str, version: str, plural: str, ttl: float = 60.0) -> bool | None:
+        """Whether the cluster serves `plural` in `group/version` (discovery; the answer is kept `ttl` seconds,
+        so a JobSet installed later is found). None when discovery itself failed (ask again next time)."""
+        key = (group, version, plural)
+        cached = self._served.get(key)
+        if cached is not None and time.monotonic() - cached[0] < ttl:
+            return cached[1]
+        try:
+            r = self.custom.get_api_resources(group, version, _preload_content=False)
+            found = any(res.get("name") == plural for res in self._json(r).get("resources") or [])
+        except self.client.ApiException as e:
+            if e.status != 404:
+                log.warning("discovery of %s/%s failed: %s", group, version, e.reason)
+                return None
+            found = False
+        self._served[key] = (time.monotonic(), found)
+        return found
+
+    # --- reading ---
+
+    def list_jobsets(self, ns: str, selector: str) -> list[dict]:
+        r = self.custom.list_namespaced_custom_object(
+            K.JOBSET_GROUP, K.JOBSET_VERSION, ns, K.JOBSET_PLURAL, label_selector=selector, _preload_content=False
+        )
+        return self._json(r).get("items") or []
+
+    def list_jobs(self, ns: str, selector: str) -> list[dict]:
+        r = self.batch.list_namespaced_job(ns, label_selector=selector, _preload_content=False)
+        return self._json(r).get("items") or []
+
+    def list_pods(self, ns: str, selector: str) -> list[dict]:
+        r = self.core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False)
+        return self._json(r).get("items") or []
+
+    def list_configmaps(self, ns: str, selector: str) -> list[dict]:
+        r = self.core.list_namespaced_config_map(ns, label_selector=selector, _preload_content=False)
+        return self._json(r).get("items") or []
+
+    def read_configmap(self, ns: str, name: str) -> dict | None:
+        try:
+            return self._json(self.core.read_namespaced_config_map(name, ns, _preload_content=False))
+        except self.client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def pod_log(self, ns: str, name: str, lines: int) -> str:
+        try:
+            r = self.core.read_namespaced_pod_log(
+                name, ns, container=K.CONTAINER, tail_lines=lines, _preload_content=False
+            )
+            return (r.data or b"").decode("utf-8", errors="replace")
+        except self.client.ApiException as e:
+            log.info("no log for pod %s/%s: %s", ns, name, e.reason)
+            return ""
+
+    # --- writing ---
+
+    def create(self, obj: dict) -> bool:
+        """Create an object; False if it already exists (a restarted operator re-creating is harmless)."""
+        ns = obj["metadata"]["namespace"]
+        try:
+            if obj["kind"] == "Job":
+                self.batch.create_namespaced_job(ns, obj, _preload_content=False)
+            elif obj["kind"] == "Service":
+                self.core.create_namespaced_service(ns, obj, _preload_content=False)
+            elif obj["kind"] == "ConfigMap":
+                self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+            elif obj["kind"] == "JobSet":
+                self.custom.create_namespaced_custom_object(
+                    K.JOBSET_GROUP, K.JOBSET_VERSION, ns, K.JOBSET_PLURAL, obj, _preload_content=False
+                )
+            else:  # pragma: no cover - builders only make these
+                raise ValueError(obj["kind"])
+        except self.client.ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    def create_custom(self, group: str, version: str, plural: str, ns: str, obj: dict) -> dict:
+        """Create a custom object (a BenchmarkRun); ApiException as raised (409: the name is taken)."""
+        return self.custom.create_namespaced_custom_object(group, version, ns, plural, obj)
+
+    def apply_configmap(self, obj: dict) -> None:
+        if not self.create(obj):
+            ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            self.core.patch_namespaced_config_map(name, ns, {"data": obj["data"]}, _preload_content=False)
+
+    def annotate_configmap(self, ns: str, name: str, annotations: dict[str, str]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        self.core.patch_namespaced_config_map(name, ns, body, _preload_content=False)
+
+    def delete_job(self, ns: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, ns, propagation_policy="Background", _preload_content=False)
+        except self.client.ApiException as e:
+            if e.status != 404:
+                raise
+
+    def delete_jobset(self, ns: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                K.JOBSET_GROUP,
+                K.JOBSET_VERSION,
+                ns,
+                K.JOBSET_PLURAL,
+                name,
+                propagation_policy="Background",
+                _preload_content=False,
+            )
+        except self.client.ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def api_message(e: Exception) -> str:
+    """The API server's own message of an ApiException (its `reason` when the body says nothing)."""
+    try:
+        return json.loads(e.body).get("message") or str(e.reason)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - not an ApiException with a JSON body
+        return str(getattr(e, "reason", None) or e)

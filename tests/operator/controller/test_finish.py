@@ -1,0 +1,148 @@
+"""The finish step of the operator against the emulated API server (real kubernetes client, real HTTP webhook):
+"written" is what the cluster holds (the run's own results ConfigMap), not what the run's status says, and the
+webhook goes out once, after a status that records the results.
+
+The run's Jobs and pods are given as an observation (every case ended, one of them OOMKilled); the
+ConfigMaps, their reads and writes, and the webhook are real."""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import json
+import logging
+import threading
+
+import kopf
+import pytest
+from kubesim import Cluster
+
+from trainbench.operator import api as A
+from trainbench.operator import kube as K
+from trainbench.operator.controller import handlers, reconcile, webhook
+from trainbench.operator.controller.client import Api
+from trainbench.operator.plan import plan
+
+NS = "default"
+SPEC = {"pools": [{"name": "h100"}], "matrix": {"models": ["qwen3-0.6b"], "seqLens": [1024, 2048]}}
+RESULT = '{"status": "ok", "metrics": {"tps": {"mean": 10}}}'
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    bodies: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        Hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hook(monkeypatch):
+    Hook.bodies = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(webhook.ENV_URL, f"http://127.0.0.1:{server.server_port}/hook")
+    yield Hook.bodies
+    server.shutdown()
+
+
+def _ended(cases, run_name) -> reconcile.Observed:
+    """Every case's Job has ended: the first succeeded, the second was OOMKilled."""
+    obs = reconcile.Observed()
+    for i, case in enumerate(cases):
+        name = K.job_name(run_name, case.id)
+        cond = "Complete" if i == 0 else "Failed"
+        term = {"exitCode": 0, "message": RESULT} if i == 0 else {"exitCode": 137, "reason": "OOMKilled"}
+        obs.jobs[name] = {
+            "metadata": {"name": name, "creationTimestamp": "2026-02-07T01:00:00Z"},
+            "spec": {},
+            "status": {"conditions": [{"type": cond, "status": "True"}]},
+        }
+        state = {"terminated": {**term, "finishedAt": "2026-02-07T01:05:00Z"}}
+        obs.pods[name] = [
+            {
+                "metadata": {"name": f"{name}-p", "creationTimestamp": "2026-02-07T01:00:00Z"},
+                "spec": {"nodeName": "n"},
+                "status": {
+                    "phase": "Succeeded" if i == 0 else "Failed",
+                    "containerStatuses": [{"name": "trainer", "state": state}],
+                },
+            }
+        ]
+    return obs
+
+
+def test_a_lost_status_patch_neither_rewrites_the_configmaps_nor_resends_the_webhook(tmp_path, monkeypatch, hook):
+    with Cluster(tmp_path / "cluster") as c:
+        monkeypatch.setenv("KUBECONFIG", str(c.kubeconfig))
+        api = Api()
+        run = {"apiVersion": A.API_VERSION, "kind": A.KIND, "metadata": {"name": "fin"}, "spec": SPEC}
+        api.create_custom(A.GROUP, A.VERSION, A.PLURAL, NS, run)  # a real owner: its ConfigMaps stay
+        body = api.custom.get_namespaced_custom_object(A.GROUP, A.VERSION, NS, A.PLURAL, "fin")
+        body["metadata"]["generation"] = 1
+        cases = plan(A.parse_spec(SPEC))
+
+        def observe(api_, body_, config_, jobsets=False):
+            obs = _ended(cases, "fin")
+            obs.results = handlers.observe_results(api_, NS, body_)  # the real ConfigMap, observed
+            return obs
+
+        events: list[str] = []
+        monkeypatch.setattr(handlers, "observe", observe)
+        monkeypatch.setattr(kopf, "event", lambda body, type, reason, message: events.append(reason))
+        writes = []
+        apply = api.apply_configmap
+        monkeypatch.setattr(api, "apply_configmap", lambda obj: (writes.append(obj["metadata"]["name"]), apply(obj)))
+        config = handlers.Config()
+        log = logging.getLogger("test")
+
+        def tick(b):
+            patch = kopf.Patch()
+            handlers.reconcile_run(copy.deepcopy(b), patch, log, config, api)
+            return dict(patch.get("status") or {})
+
+        first = tick(body)  # every case ended: results and report written, a final status
+        assert writes == ["fin-report", "fin-results"]
+        assert first["phase"] == "PartiallyFailed" and first["resultsConfigMap"] == "fin-results"
+        assert "ResultsWritten" in events
+        assert hook == []  # not before a status that records the results is written
+
+        # that status patch is lost: the run still shows its old status; the next tick observes the ConfigMap
+        second = tick(body)
+        assert writes == ["fin-report", "fin-results"]  # nothing rewritten
+        assert second["resultsConfigMap"] == "fin-results" and second["phase"] == "PartiallyFailed"
+        assert second["completedAt"] == first["completedAt"] and second["regressions"] == first["regressions"]
+        assert hook == []
+
+        # the status is written now: the webhook goes out, once, and is recorded on the results ConfigMap
+        done = copy.deepcopy(body)
+        done["status"] = second
+        assert tick(done) == {}
+        assert len(hook) == 1 and "1 failed case" in json.dumps(hook[0])
+        cm = api.read_configmap(NS, "fin-results")
+        assert handlers.A_WEBHOOK in cm["metadata"]["annotations"]
+        tick(done)
+        assert len(hook) == 1
+        # a restarted operator (fresh memory) reads the record and does not send it again
+        config2 = handlers.Config()
+        handlers.reconcile_run(copy.deepcopy(done), kopf.Patch(), log, config2, api)
+        assert len(hook) == 1 and writes == ["fin-report", "fin-results"]
+
+
+def test_a_namesake_configmap_of_another_owner_is_not_taken_for_the_results(tmp_path, monkeypatch):
+    with Cluster(tmp_path / "cluster") as c:
+        monkeypatch.setenv("KUBECONFIG", str(c.kubeconfig))
+        api = Api()
+        body = {"metadata": {"name": "fin", "namespace": NS, "uid": "uid-new"}}
+        old = K.build_configmap(
+            {"apiVersion": A.API_VERSION, "kind": A.KIND, "metadata": {"name": "fin", "uid": "uid-old"}},
+            "fin-results",
+            {"results.json": "{}"},
+            namespace=NS,
+        )
+        api.create(old)
+        assert handlers.observe_results(api, NS, body) is None
