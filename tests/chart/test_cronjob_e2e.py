@@ -70,10 +70,10 @@ def _kubesim():
     """The operator tests' emulated cluster (owned by the operator part), loaded by path."""
     if "kubesim" in sys.modules:
         return sys.modules["kubesim"]
-    path = ROOT / "tests" / "operator" / "kubesim.py"
+    path = ROOT / "tests" / "operator" / "kubesim" / "__init__.py"
     if not path.exists():
-        pytest.fail("tests/operator/kubesim.py (the operator tests' emulated cluster) is missing")
-    spec = importlib.util.spec_from_file_location("kubesim", path)
+        pytest.fail("tests/operator/kubesim/ (the operator tests' emulated cluster) is missing")
+    spec = importlib.util.spec_from_file_location("kubesim", path, submodule_search_locations=[str(path.parent)])
     module = importlib.util.module_from_spec(spec)
     sys.modules["kubesim"] = module
     spec.loader.exec_module(module)
