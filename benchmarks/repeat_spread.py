@@ -24,18 +24,21 @@ import time
 
 from trainbench.operator.results.stats import Samples, compare
 
-DEFAULT_ROWS = ("qwen3-0.6b:sft-full:8192", "qwen3-4b:rl-lora:16384")
+DEFAULT_ROWS = ("qwen3-0.6b:sft-full:8192", "qwen3-0.6b:rl-lora:16384:eager")
 
 
 def run_once(row: str, args) -> dict:
-    model, typ, seq = row.split(":")
+    model, typ, seq, *flags = row.split(":")
     cmd = [sys.executable, "-m", "trainbench.trainer", "--model", model, "--type", typ, "--seq-len", seq]
     cmd += ["--steps", str(args.steps), "--warmup-steps", str(args.warmup), "--metrics-port", "-1"]
     cmd += ["--device", args.device]
-    if args.compile:
+    if args.compile and "eager" not in flags:
         cmd.append("--compile")
     t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "rc": "timeout", "wall": time.time() - t0, "error": f"over {args.timeout}s"}
     wall = time.time() - t0
     line = next((x for x in reversed(p.stdout.splitlines()) if x.startswith("TRAINBENCH_RESULT ")), None)
     if p.returncode != 0 or line is None:
@@ -48,7 +51,11 @@ def run_once(row: str, args) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="model:type:seq_len, comma separated")
+    ap.add_argument(
+        "--rows",
+        default=",".join(DEFAULT_ROWS),
+        help="model:type:seq_len[:eager], comma separated (eager: no --compile)",
+    )
     ap.add_argument("--repeats", type=int, default=5, help="fresh processes per row and run")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
@@ -87,6 +94,9 @@ def main() -> int:
         verdicts.append((row, c))
     print()
     for row, c in verdicts:
+        if c.change_pct is None:
+            print(f"{row}: no comparison (a run has no successful process)")
+            continue
         word = "SIGNIFICANT change" if c.significant else "no significant change"
         print(
             f"{row}: B vs A {c.change_pct:+.1f}% (p={c.p_value:.3f}, guard band {c.noise_pct:.1f}%, {c.method}) -> {word}"
