@@ -1,6 +1,6 @@
 """The BenchmarkRun CustomResourceDefinition, generated from the API types in `api.py`.
 
-    python -m trainbench.operator.crd             # print the CRD (also: trainbench operator --print-crd)
+    trainbench crd      # print the CRD (also: python -m trainbench.operator.crd, trainbench operator --print-crd)
 
 `charts/trainbench/hack/crd.py` writes it to manifests/crd.yaml and the chart's crds/ (tests check both copies).
 The schema is pydantic's JSON schema of `api.BenchmarkRun`, turned into a Kubernetes structural schema: `$ref`s
@@ -133,10 +133,13 @@ def crd_yaml() -> str:
     return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120, allow_unicode=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    if argv:
+        print("usage: trainbench crd   (prints the BenchmarkRun CRD; takes no arguments)", file=sys.stderr)
+        return 2
     sys.stdout.write(crd_yaml())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": "trainbench.operator.commands",  # print the cases a BenchmarkRun plans
         "operator": "trainbench.operator.controller.runner",  # run the kopf operator
         "submit": "trainbench.operator.submit",  # create a dated BenchmarkRun from a suite (the CronJob's command)
+        "crd": "trainbench.operator.crd",  # print the BenchmarkRun CRD (generated from the API types)
     }
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: trainbench {" + ",".join(commands) + "} ...")
