@@ -146,9 +146,9 @@ def reference_run(spec, typ: str, seq: int, steps: int, warmup: int, seed: int =
 # --- trainbench bench mode ---------------------------------------------------------------------------------------
 def bench_run(model: str, typ: str, seq: int, steps: int, warmup: int, **kw) -> dict:
     from trainbench.trainer.bench import run_bench
-    from trainbench.trainer.config import BenchConfig
+    from trainbench.trainer.config import JobConfig
 
-    cfg = BenchConfig(
+    cfg = JobConfig(
         model=model,
         type=typ,
         seq_len=seq,
@@ -276,11 +276,11 @@ def profile_bench(model: str, typ: str, seq: int, out_dir: str | None, **kw) -> 
     from torch.profiler import ProfilerActivity, profile
 
     from trainbench.trainer import losses
-    from trainbench.trainer.config import BenchConfig
+    from trainbench.trainer.config import JobConfig
     from trainbench.trainer.data import make_batches
     from trainbench.trainer.models import build_impl
 
-    cfg = BenchConfig(model=model, type=typ, seq_len=seq, device="cuda", metrics_port=-1, steps=1, warmup_steps=2, **kw)
+    cfg = JobConfig(model=model, type=typ, seq_len=seq, device="cuda", metrics_port=-1, steps=1, warmup_steps=2, **kw)
     spec = resolve_model(model)
     dev = torch.device("cuda")
     impl = build_impl(cfg, spec, dev)

@@ -9,17 +9,10 @@
   memory than `none`.
 - `offload`: activations saved inside each block go to host memory (`torch.autograd.graph.save_on_cpu`,
   pinned on CUDA) and come back in backward; no recompute.
-- `auto`: `choose_auto()` picks the first of none, recompute, offload whose memory estimate fits in 85% of the
-  device memory (on CPU: `none`). `selective` is not in the automatic order because its memory in the
-  transformers path has not been measured on a GPU yet. The result's `ac` says what ran.
-
-The estimate (bytes, bf16): static = 2 * n_total (weights) + 6 * n_trainable (gradients and two AdamW states in
-the weight dtype) + two chunks of float32 logits + the final hidden states and their gradient; activations per
-token per block ~ 1.1 * (2 * (10*h + 4*q_dim + 4*kv_dim + 5*i) + 4 * 4*h) for `none` (h hidden, i MLP width -
-active experts for MoE; the 4*4*h term is transformers' float32 RMSNorm intermediates), 2*h plus one block's full
-set for `recompute`, one block's full set for `offload`. Calibration: Qwen3-0.6B rl-full at 16k with `none`
-reserved 55.1 GiB on an H200 (estimate 52.5 GiB); Qwen3-4B rl-lora at 16k with `none` ran out of 140 GiB (the
-estimate now says 152 GiB and picks `recompute`; not yet re-run on the GPU).
+- `auto`: `choose_auto()` picks the first of none, recompute, offload whose memory estimate
+  (`memory.hf_estimate_bytes`) fits in 85% of the device memory (on CPU: `none`). `selective` is not in the
+  automatic order because its memory in the transformers path has not been measured on a GPU yet. The result's
+  `ac` says what ran.
 """
 
 from __future__ import annotations
@@ -30,10 +23,8 @@ from collections import defaultdict
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from trainbench.trainer.memory import HF_AC_ORDER, first_fit, hf_estimate_bytes
 from trainbench.trainer.specs import ModelSpec
-
-AUTO_ORDER = ("none", "recompute", "offload")
-MEMORY_FRACTION = 0.85
 
 
 def _sac_save_ops() -> set:
@@ -101,33 +92,10 @@ def apply_ac(blocks, mode: str, device_type: str) -> None:
             raise ValueError(f"unknown AC mode {mode!r}")
 
 
-def estimate_bytes(
-    spec: ModelSpec, mode: str, tokens: int, n_trainable: int, loss_chunk: int, bytes_per_el: int = 2
-) -> int:
-    """Rough peak-memory estimate of one rank for AC `mode` (see the module doc)."""
-    c = spec.config
-    h = spec.hidden
-    i = c["moe_intermediate_size"] * c["num_experts_per_tok"] if spec.is_moe else c["intermediate_size"]
-    q_dim = spec.heads * spec.head_dim
-    kv_dim = spec.kv_heads * spec.head_dim
-    per_tok_block = int(1.1 * (bytes_per_el * (10 * h + 4 * q_dim + 4 * kv_dim + 5 * i) + 4 * 4 * h))
-    static = bytes_per_el * spec.n_total() + 3 * bytes_per_el * n_trainable + 4 * loss_chunk * spec.vocab * 2
-    static += tokens * h * 4 * 2  # final hidden states and their gradient
-    one_block = per_tok_block * tokens
-    acts = {
-        "none": spec.layers * one_block,
-        "selective": spec.layers * one_block // 2,
-        "recompute": spec.layers * bytes_per_el * h * tokens + one_block,
-        "offload": one_block,
-    }[mode]
-    return static + acts
-
-
 def choose_auto(spec: ModelSpec, device: torch.device, tokens: int, n_trainable: int, loss_chunk: int) -> str:
     if device.type != "cuda":
         return "none"
     total = torch.cuda.get_device_properties(device).total_memory
-    for mode in AUTO_ORDER:
-        if estimate_bytes(spec, mode, tokens, n_trainable, loss_chunk) <= MEMORY_FRACTION * total:
-            return mode
-    return "offload"
+    return first_fit(
+        lambda m: hf_estimate_bytes(spec, m, tokens, n_trainable, loss_chunk), HF_AC_ORDER, total, "offload"
+    )

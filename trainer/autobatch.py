@@ -26,7 +26,6 @@ of the micro-batch found (gradient accumulation over the rest).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -38,7 +37,12 @@ from pathlib import Path
 import torch
 
 from trainbench.trainer import contract as c
-from trainbench.trainer.config import BadConfig, BenchConfig
+from trainbench.trainer import distributed as dist_mod
+from trainbench.trainer.config import BadConfig, JobConfig
+from trainbench.trainer.data import make_batch
+from trainbench.trainer.losses import LossModule
+from trainbench.trainer.models import build_impl
+from trainbench.trainer.result import is_oom
 from trainbench.trainer.specs import ModelSpec
 
 SAFETY_MARGIN = 0.10
@@ -46,7 +50,7 @@ MAX_MICRO_BATCH = 4096
 CACHE_FILE = "autobatch.json"
 
 
-def cache_dir(cfg: BenchConfig) -> Path:
+def cache_dir(cfg: JobConfig) -> Path:
     if cfg.cache_dir:
         return Path(cfg.cache_dir)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -57,7 +61,7 @@ def device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def capacity_bytes(cfg: BenchConfig, device) -> tuple[float, str]:
+def capacity_bytes(cfg: JobConfig, device) -> tuple[float, str]:
     if cfg.memory_limit_gib:
         return cfg.memory_limit_gib * 2**30, "memory-limit"
     if device.type == "cuda":
@@ -65,7 +69,7 @@ def capacity_bytes(cfg: BenchConfig, device) -> tuple[float, str]:
     raise BadConfig("--micro-batch auto on a CPU needs --memory-limit-gib (there is no device memory to run out of)")
 
 
-def cache_key(cfg: BenchConfig, spec: ModelSpec, device, capacity: float) -> str:
+def cache_key(cfg: JobConfig, spec: ModelSpec, device, capacity: float) -> str:
     parts = {
         "model": spec.config,
         "type": cfg.type,
@@ -119,14 +123,10 @@ def _storage_bytes(tensors) -> int:
     return total
 
 
-def trial_step(cfg: BenchConfig, spec: ModelSpec, device, micro_batch: int, impl=None) -> float:
+def trial_step(cfg: JobConfig, spec: ModelSpec, device, micro_batch: int, impl=None) -> float:
     """Run one real training step at `micro_batch`; return its peak bytes (see the module doc). OOM propagates.
     `impl`: a model built earlier to reuse (its gradients are dropped afterwards); None builds one for this size."""
-    from trainbench.trainer.bench import _make_loss_module
-    from trainbench.trainer.data import make_batch
-    from trainbench.trainer.models import build_impl
-
-    tcfg = dataclasses.replace(cfg, micro_batch=micro_batch, batch_size=micro_batch)
+    tcfg = cfg.replace(micro_batch=micro_batch, batch_size=micro_batch)
     is_cuda = device.type == "cuda"
     if is_cuda:
         torch.cuda.synchronize(device)
@@ -137,7 +137,7 @@ def trial_step(cfg: BenchConfig, spec: ModelSpec, device, micro_batch: int, impl
         impl = build_impl(tcfg, spec, device)
     opt = None
     try:
-        loss_module = _make_loss_module(impl, tcfg)
+        loss_module = LossModule(impl, tcfg)
         params = [p for p in loss_module.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, **({"fused": True} if is_cuda else {}))
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -172,13 +172,6 @@ def trial_step(cfg: BenchConfig, spec: ModelSpec, device, micro_batch: int, impl
             torch.cuda.empty_cache()
 
 
-def _is_oom(exc: BaseException) -> bool:
-    low = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and ("out of memory" in low or "can't allocate memory" in low)
-    )
-
-
 def search(fits, limit: int = MAX_MICRO_BATCH) -> tuple[int, list[int]]:
     """Largest m in [1, limit] with fits(m), assuming fits is monotone (true then false). Doubling then binary
     search; returns (m, the sizes tried in order). 0 when even 1 does not fit."""
@@ -207,10 +200,8 @@ def search(fits, limit: int = MAX_MICRO_BATCH) -> tuple[int, list[int]]:
     return lo, tried
 
 
-def discover(cfg: BenchConfig, spec: ModelSpec, device, world=None, log=sys.stderr) -> dict:
+def discover(cfg: JobConfig, spec: ModelSpec, device, world=None, log=sys.stderr) -> dict:
     """Search the largest micro-batch (no cache). Returns the autobatch record."""
-    from trainbench.trainer import distributed as dist_mod
-
     capacity, source = capacity_bytes(cfg, device)
     budget = (1.0 - SAFETY_MARGIN) * capacity
     trials = []
@@ -219,13 +210,11 @@ def discover(cfg: BenchConfig, spec: ModelSpec, device, world=None, log=sys.stde
     def fits(m: int) -> bool:
         try:
             if cfg.ac != "auto" and not shared:
-                from trainbench.trainer.models import build_impl
-
-                shared.append(build_impl(dataclasses.replace(cfg, micro_batch=1, batch_size=1), spec, device))
+                shared.append(build_impl(cfg.replace(micro_batch=1, batch_size=1), spec, device))
             peak = trial_step(cfg, spec, device, m, shared[0] if shared else None)
             ok = peak <= budget
         except Exception as exc:  # noqa: BLE001 - an OOM is an answer; anything else is raised
-            if not _is_oom(exc):
+            if not is_oom(exc):
                 raise
             peak, ok = None, False
         if world is not None and world.distributed:
@@ -261,10 +250,8 @@ def discover(cfg: BenchConfig, spec: ModelSpec, device, world=None, log=sys.stde
     }
 
 
-def resolve_auto(cfg: BenchConfig, spec: ModelSpec, device, world, exporter=None) -> tuple[BenchConfig, dict]:
+def resolve_auto(cfg: JobConfig, spec: ModelSpec, device, world, exporter=None) -> tuple[JobConfig, dict]:
     """(cfg with the micro-batch found, the autobatch record): from the cache or a search; rank 0 decides."""
-    from trainbench.trainer import distributed as dist_mod
-
     dist_mod.init(world, device)
     capacity, _ = capacity_bytes(cfg, device)
     key = cache_key(cfg, spec, device, capacity)
@@ -308,4 +295,4 @@ def resolve_auto(cfg: BenchConfig, spec: ModelSpec, device, world, exporter=None
             file=sys.stderr,
             flush=True,
         )
-    return dataclasses.replace(cfg, micro_batch=m, batch_size=batch), record
+    return cfg.replace(micro_batch=m, batch_size=batch), record

@@ -1,14 +1,16 @@
 """Bench-mode configuration: the CLI of `python -m trainbench.trainer` as a dataclass.
 
 `parse_args(argv)` turns the command line (exactly what `operator.plan.Case.trainer_args()` emits, plus the
-local options) into a `BenchConfig`; `validate(cfg, spec)` refuses what cannot run with `BadConfig` (exit 2).
+local options) into a `JobConfig`: the job's type, device and output plus one config per component (model build,
+training, parallelism, metrics, autobatch, generate, verify). `check_static` refuses what cannot run with
+`BadConfig` (exit 2); `parallel.layout.validate` adds the checks that need the model and the world size.
 Torch-free, so the operator and tests can build configs without importing torch.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, fields, replace
 
 from trainbench.trainer.contract import (
     AC_MODES,
@@ -34,60 +36,43 @@ class BadConfig(ValueError):
     """The configuration cannot run (exit code contract.EXIT_BAD_CONFIG, one-line reason)."""
 
 
+# --- the components' configs ------------------------------------------------------------------------------------
+# Each component reads its own section (torchtitan style: job.training.seq_len, job.parallel.cp). Field names are
+# the CLI's option names (`--seq-len` -> seq_len), so a flat name also finds its section: `job.seq_len`.
+
+
 @dataclass
-class BenchConfig:
+class ModelConfig:
+    """Which model and how it is built (models/, lora.py, attention.py, ac.py)."""
+
     model: str = "tiny-qwen3"
-    type: str = "sft-full"
-    seq_len: int = 1024
-    ac: str = "auto"
+    impl: str = "auto"
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    weights: str | None = None
     attn: str = "auto"
-    ep: int = 1
-    cp: int = 1
+    ac: str = "auto"
+    compile: bool = False
+    lora_rank: int | None = None  # None: 16 for rl-lora
+    lora_alpha: float | None = None  # None: 2 * rank
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+
+
+@dataclass
+class TrainingConfig:
+    """The workload and the optimizer (train.py, data.py, losses.py); seq_len, steps and seed serve every type."""
+
+    seq_len: int = 1024
     steps: int = 5
     warmup_steps: int = 1
     micro_batch: int = 1  # sequences per forward/backward on each rank; 0: auto (autobatch.py finds it)
     batch_size: int = 1  # sequences per optimizer step on each rank (grad accumulation = batch_size / micro_batch)
-    compile: bool = False
-    case: str = ""
-    pool: str = ""
-    run: str = ""
-    peak_tflops: float | None = None
-    lora_rank: int | None = None  # None: 16 for rl-lora
-    lora_alpha: float | None = None  # None: 2 * rank
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    metrics_port: int = METRICS_PORT  # 0: ephemeral port, -1: no server
-    device: str = "auto"
-    impl: str = "auto"
-    output: str | None = None
-    dry_run: bool = False
-    weights: str | None = None
     seed: int = 0
-    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
     docs_per_seq: int = 4  # documents packed into each sequence
     fixed_batch: bool = False  # reuse one batch every step (loss must fall)
     lr: float = 1e-5
     loss_chunk: int = 4096  # tokens per LM-head chunk in the loss
     ratio_low: float = 0.125  # RL: tokens whose importance ratio falls outside [low, high] are masked
     ratio_high: float = 8.0
-    linger: float = 0.0  # seconds to keep serving /metrics after the run
-    dp: str = "auto"  # data parallelism over ranks: ddp, fsdp (FSDP2 fully_shard per block), auto
-    # --micro-batch auto (autobatch.py)
-    memory_limit_gib: float | None = None  # treat this as the device's capacity (CPU: the only cap there is)
-    cache_dir: str | None = None  # default ~/.cache/trainbench
-    # types generate and verify (generate.py, verify.py)
-    gen_batch_sizes: tuple[int, ...] = GENERATE_BATCH_SIZES
-    new_tokens: int = GENERATE_NEW_TOKENS
-    temperature: float = 1.0
-    peak_bandwidth_gbps: float | None = None
-    no_cache_batch: int = 1  # generate: the batch size also run without a KV cache (0: skip)
-    samples: int = VERIFY_SAMPLES
-    raft_cycles: int = 0
-    prompts: str | None = None  # verify: a JSONL prompt set (default: the built-in 16 C++ prompts)
-    out_dir: str | None = None  # verify: samples JSONL and hardware CSV
-    compile_timeout: float = 30.0
-    run_timeout: float = 5.0
-    run_memory_mib: int = 256
-    extra: dict = field(default_factory=dict)
 
     @property
     def micro_batch_auto(self) -> bool:
@@ -97,6 +82,162 @@ class BenchConfig:
     def grad_accum(self) -> int:
         return self.batch_size // self.micro_batch if self.micro_batch else 1
 
+
+@dataclass
+class ParallelConfig:
+    """How ranks share the work (distributed.py, parallel/)."""
+
+    dp: str = "auto"  # data parallelism over ranks: ddp, fsdp (FSDP2 fully_shard per block), auto
+    cp: int = 1
+    ep: int = 1
+
+
+@dataclass
+class MetricsConfig:
+    """The run's labels, its /metrics server and the peaks that MFU and bandwidth are measured against."""
+
+    case: str = ""
+    pool: str = ""
+    run: str = ""
+    metrics_port: int = METRICS_PORT  # 0: ephemeral port, -1: no server
+    linger: float = 0.0  # seconds to keep serving /metrics after the run
+    peak_tflops: float | None = None
+    peak_bandwidth_gbps: float | None = None
+
+
+@dataclass
+class AutobatchConfig:
+    """`--micro-batch auto` (autobatch.py)."""
+
+    memory_limit_gib: float | None = None  # treat this as the device's capacity (CPU: the only cap there is)
+    cache_dir: str | None = None  # default ~/.cache/trainbench
+
+
+@dataclass
+class GenerateConfig:
+    """`--type generate` (generate.py); verify samples with new_tokens and temperature too."""
+
+    gen_batch_sizes: tuple[int, ...] = GENERATE_BATCH_SIZES
+    new_tokens: int = GENERATE_NEW_TOKENS
+    temperature: float = 1.0
+    no_cache_batch: int = 1  # the batch size also run without a KV cache (0: skip)
+
+
+@dataclass
+class VerifyConfig:
+    """`--type verify` (verify.py)."""
+
+    samples: int = VERIFY_SAMPLES
+    raft_cycles: int = 0
+    prompts: str | None = None  # a JSONL prompt set (default: the built-in 16 C++ prompts)
+    out_dir: str | None = None  # samples JSONL and hardware CSV
+    compile_timeout: float = 30.0
+    run_timeout: float = 5.0
+    run_memory_mib: int = 256
+
+
+SECTIONS = {
+    "build": ModelConfig,
+    "training": TrainingConfig,
+    "parallel": ParallelConfig,
+    "metrics": MetricsConfig,
+    "autobatch": AutobatchConfig,
+    "generate": GenerateConfig,
+    "verify": VerifyConfig,
+}
+_OWNER = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
+_JOB_FIELDS = ("type", "device", "output", "dry_run", "extra")
+# the result's "config" block: every option under its CLI name, in this order (the schema the operator reads)
+FLAT_ORDER = (
+    "model", "type", "seq_len", "ac", "attn", "ep", "cp", "steps", "warmup_steps", "micro_batch", "batch_size",
+    "compile", "case", "pool", "run", "peak_tflops", "lora_rank", "lora_alpha", "lora_targets", "metrics_port",
+    "device", "impl", "output", "dry_run", "weights", "seed", "dtype", "docs_per_seq", "fixed_batch", "lr",
+    "loss_chunk", "ratio_low", "ratio_high", "linger", "dp", "memory_limit_gib", "cache_dir", "gen_batch_sizes",
+    "new_tokens", "temperature", "peak_bandwidth_gbps", "no_cache_batch", "samples", "raft_cycles", "prompts",
+    "out_dir", "compile_timeout", "run_timeout", "run_memory_mib",
+)  # fmt: skip
+
+
+class JobConfig:
+    """One bench job: its type, device and output, and one config per component (`SECTIONS`).
+
+    `JobConfig(seq_len=128, cp=2, type="rl-lora")` takes the flat CLI names and puts each in its section (or
+    whole sections: `JobConfig(training=TrainingConfig(...))`); `job.seq_len` reads `job.training.seq_len`."""
+
+    build: ModelConfig
+    training: TrainingConfig
+    parallel: ParallelConfig
+    metrics: MetricsConfig
+    autobatch: AutobatchConfig
+    generate: GenerateConfig
+    verify: VerifyConfig
+
+    def __init__(
+        self,
+        type: str = "sft-full",  # noqa: A002 - the CLI's name
+        device: str = "auto",
+        output: str | None = None,
+        dry_run: bool = False,
+        extra: dict | None = None,
+        **kw,
+    ):
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "output", output)
+        object.__setattr__(self, "dry_run", dry_run)
+        object.__setattr__(self, "extra", dict(extra or {}))
+        flat = {section: {} for section in SECTIONS}
+        for name, value in kw.items():
+            if name in SECTIONS:
+                continue
+            if name not in _OWNER:
+                raise TypeError(f"JobConfig: unknown option {name!r}")
+            flat[_OWNER[name]][name] = value
+        for section, cls in SECTIONS.items():
+            given = kw.get(section)
+            value = replace(given, **flat[section]) if given is not None else cls(**flat[section])
+            object.__setattr__(self, section, value)
+
+    def __getattr__(self, name: str):  # only called when normal lookup fails: the flat CLI names
+        section = _OWNER.get(name)
+        if section is None:
+            raise AttributeError(f"{type(self).__name__!s} has no option {name!r}")
+        return getattr(getattr(self, section), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        section = _OWNER.get(name)
+        if section is not None:
+            setattr(getattr(self, section), name, value)
+        elif name in _JOB_FIELDS or name in SECTIONS:
+            object.__setattr__(self, name, value)
+        else:
+            raise AttributeError(f"{type(self).__name__} has no option {name!r}")
+
+    def replace(self, **changes) -> JobConfig:
+        """A copy with some options (flat names) changed; this one is left as it is."""
+        job = {k: changes.pop(k, getattr(self, k)) for k in _JOB_FIELDS}
+        sections = {s: replace(getattr(self, s)) for s in SECTIONS}
+        return JobConfig(**job, **sections, **changes)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, JobConfig) and self._values() == other._values()
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={v!r}" for k, v in self._values().items())
+        return f"JobConfig({parts})"
+
+    def _values(self) -> dict:
+        return {k: getattr(self, k) for k in (*_JOB_FIELDS, *SECTIONS)}
+
+    # derived
+    @property
+    def micro_batch_auto(self) -> bool:
+        return self.training.micro_batch_auto
+
+    @property
+    def grad_accum(self) -> int:
+        return self.training.grad_accum
+
     @property
     def is_lora(self) -> bool:
         return self.type == "rl-lora"
@@ -105,21 +246,21 @@ class BenchConfig:
     def effective_lora_rank(self) -> int | None:
         if not self.is_lora:
             return None
-        return self.lora_rank or 16
+        return self.build.lora_rank or 16
 
     @property
     def effective_lora_alpha(self) -> float | None:
         if not self.is_lora:
             return None
-        return self.lora_alpha if self.lora_alpha is not None else 2.0 * self.effective_lora_rank
+        return self.build.lora_alpha if self.build.lora_alpha is not None else 2.0 * self.effective_lora_rank
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lora_targets"] = list(self.lora_targets)
+        """The result's `config` block: flat, under the CLI names (LoRA values as they ran)."""
+        d = {name: getattr(self, name) for name in FLAT_ORDER}
+        d["lora_targets"] = list(self.build.lora_targets)
         d["lora_rank"] = self.effective_lora_rank
         d["lora_alpha"] = self.effective_lora_alpha
-        d.pop("extra")
-        d["gen_batch_sizes"] = list(self.gen_batch_sizes)
+        d["gen_batch_sizes"] = list(self.generate.gen_batch_sizes)
         return d
 
 
@@ -129,7 +270,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = BenchConfig()
+    d = JobConfig()
     p = _Parser(prog="trainbench bench", description="Train a model architecture on synthetic data and measure it.")
     p.add_argument("--model", default=d.model, help="shipped name (qwen3-0.6b, Qwen/Qwen3-0.6B) or a config.json")
     p.add_argument("--type", default=d.type, choices=BENCH_TYPES)
@@ -197,7 +338,7 @@ def _micro_batch(value: str) -> int:
     return n
 
 
-def parse_args(argv: list[str] | None = None) -> BenchConfig:
+def parse_args(argv: list[str] | None = None) -> JobConfig:
     ns = build_parser().parse_args(argv)
     kw = vars(ns)
     kw["lora_targets"] = tuple(t.strip() for t in kw["lora_targets"].split(",") if t.strip())
@@ -205,12 +346,12 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         kw["gen_batch_sizes"] = tuple(int(t) for t in kw["gen_batch_sizes"].split(",") if t.strip())
     except ValueError:
         raise BadConfig(f"--gen-batch-sizes {kw['gen_batch_sizes']!r}: comma-separated integers") from None
-    cfg = BenchConfig(**kw)
+    cfg = JobConfig(**kw)
     check_static(cfg)
     return cfg
 
 
-def check_static(cfg: BenchConfig) -> None:
+def check_static(cfg: JobConfig) -> None:
     """Checks that need no model, no torch and no world."""
     if cfg.steps < 1:
         raise BadConfig(f"--steps must be >= 1 (got {cfg.steps})")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from trainbench.trainer.config import MIN_DOC_LEN, BenchConfig
+from trainbench.trainer.config import MIN_DOC_LEN, JobConfig
 from trainbench.trainer.specs import ModelSpec
 
 FIRST_TOKEN_ID = 3  # keep the smallest ids (pad/bos/eos in real vocabularies) out of the synthetic text
@@ -98,7 +98,7 @@ def make_batch(micro_batch: int, seq_len: int, docs: int, vocab: int, gen: torch
     )
 
 
-def make_batches(cfg: BenchConfig, spec: ModelSpec, seed: int) -> list[Batch]:
+def make_batches(cfg: JobConfig, spec: ModelSpec, seed: int) -> list[Batch]:
     """The micro-batches one rank cycles through: `grad_accum` per optimizer step, for up to
     MAX_DISTINCT_STEPS distinct steps (one step's worth with `fixed_batch`). Deterministic in `seed`."""
     gen = torch.Generator().manual_seed(seed)

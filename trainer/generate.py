@@ -37,9 +37,16 @@ from dataclasses import dataclass
 
 import torch
 
+from trainbench.trainer import attention
 from trainbench.trainer import contract as c
-from trainbench.trainer.config import BadConfig, BenchConfig
+from trainbench.trainer.config import BadConfig, JobConfig
+from trainbench.trainer.context import RunContext
 from trainbench.trainer.hardware import CPU_NOMINAL_BANDWIDTH, peak_bandwidth
+from trainbench.trainer.models.base import resolve_dtype
+from trainbench.trainer.models.hf import build_model, load_weights
+from trainbench.trainer.power import open_meter
+from trainbench.trainer.result import base_result, classify_error, environment
+from trainbench.trainer.result import summary as _summary
 from trainbench.trainer.specs import ModelSpec
 
 FIRST_TOKEN_ID = 3
@@ -153,7 +160,7 @@ def prefill_flops_per_token(spec: ModelSpec, prompt_len: int) -> float:
     return 2 * (spec.n_active() - head) + spec.attention_flops_per_token(prompt_len) / 3 + 2 * head / prompt_len
 
 
-def resolve_bandwidth(cfg: BenchConfig, device) -> tuple[float, str]:
+def resolve_bandwidth(cfg: JobConfig, device) -> tuple[float, str]:
     if cfg.peak_bandwidth_gbps:
         return peak_bandwidth("", cfg.peak_bandwidth_gbps), "override"
     if device.type == "cuda":
@@ -161,12 +168,8 @@ def resolve_bandwidth(cfg: BenchConfig, device) -> tuple[float, str]:
     return CPU_NOMINAL_BANDWIDTH, "cpu-nominal"
 
 
-def build_eval_model(cfg: BenchConfig, spec: ModelSpec, device):
+def build_eval_model(cfg: JobConfig, spec: ModelSpec, device):
     """(model, attention choice): the transformers build in eval mode, `--weights` loaded."""
-    from trainbench.trainer import attention
-    from trainbench.trainer.models.base import resolve_dtype
-    from trainbench.trainer.models.hf import build_model, load_weights
-
     if cfg.attn in ("flex", "varlen"):
         raise BadConfig(f"--attn {cfg.attn} is not supported by --type {cfg.type} (use auto, sdpa*, fa2/3, eager)")
     choice = attention.resolve(cfg.attn, device.type, 1, cfg.seq_len)
@@ -179,12 +182,6 @@ def build_eval_model(cfg: BenchConfig, spec: ModelSpec, device):
     for p in model.parameters():
         p.requires_grad_(False)
     return model, choice
-
-
-def _summary(values):
-    from trainbench.trainer.bench import summary
-
-    return summary(values)
 
 
 class _Gauges:
@@ -216,11 +213,11 @@ class _Gauges:
                 gauge.labels(**lab).set(row[key]["mean"])
 
 
-def run_generate(cfg: BenchConfig, spec: ModelSpec, device, world, peak: float, peak_source: str, exporter) -> dict:
+def run_generate(ctx: RunContext) -> dict:
     """The `generate` case on this process (rank 0 of a one-process world); returns the result dict."""
-    from trainbench.trainer.bench import base_result, classify_error, environment
-    from trainbench.trainer.power import open_meter
-
+    cfg, spec, device, world, peak, peak_source, exporter = (
+        ctx.cfg, ctx.spec, ctx.device, ctx.world, ctx.peak, ctx.peak_source, ctx.exporter
+    )  # fmt: skip
     if world.size > 1:
         raise BadConfig("--type generate runs on one process (one GPU); use a pool of 1 GPU")
     torch.manual_seed(cfg.seed)

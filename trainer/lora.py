@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from trainbench.trainer.config import BadConfig, BenchConfig
+from trainbench.trainer.config import BadConfig, JobConfig
 
 
 def matching_linears(model: torch.nn.Module, targets) -> list[str]:
@@ -21,7 +21,7 @@ def matching_linears(model: torch.nn.Module, targets) -> list[str]:
     return names
 
 
-def apply_lora(model: torch.nn.Module, cfg: BenchConfig) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, cfg: JobConfig) -> torch.nn.Module:
     """Wrap `model` with peft LoRA adapters; only the adapters require grad afterwards."""
     from peft import LoraConfig, get_peft_model
 

@@ -17,7 +17,11 @@ Losses (N = number of loss tokens, i.e. `loss_mask.sum()`, over the whole optimi
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+from trainbench.trainer.kernels.lm_head import fused_token_logprobs, rl_loss_fused, sft_loss_fused
 
 
 class _ChunkedTokenLogprobs(torch.autograd.Function):
@@ -68,24 +72,18 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
     On CUDA the same function runs with compiled, fused elementwise work (`kernels.lm_head`); this plain
     version is the CPU path and the reference it is tested against."""
     if hidden.is_cuda:
-        from trainbench.trainer.kernels.lm_head import fused_token_logprobs
-
         return fused_token_logprobs(hidden, weight, targets, chunk_size)
     return _ChunkedTokenLogprobs.apply(hidden, weight, targets.reshape(-1), int(chunk_size))
 
 
 def _grad_in_forward() -> bool:
     """CUDA losses form the LM-head gradient in the forward unless TRAINBENCH_LM_HEAD=recompute (A/B knob)."""
-    import os
-
     return os.environ.get("TRAINBENCH_LM_HEAD", "grad-in-forward") != "recompute"
 
 
 def sft_loss(hidden, weight, targets, loss_mask, chunk_size: int = 4096, normalizer: float | None = None):
     """Masked cross-entropy, mean over loss tokens (or divided by `normalizer`)."""
     if hidden.is_cuda and _grad_in_forward():  # same loss, LM-head gradient formed in the forward (kernels.lm_head)
-        from trainbench.trainer.kernels.lm_head import sft_loss_fused
-
         return sft_loss_fused(hidden, weight, targets, loss_mask, chunk_size, normalizer)
     mask = loss_mask.reshape(-1).float()
     lp = token_logprobs(hidden, weight, targets, chunk_size)
@@ -109,8 +107,6 @@ def rl_loss(
 
     Returns (loss, kept_fraction) where kept_fraction is the share of loss tokens whose ratio stayed in band."""
     if hidden.is_cuda and _grad_in_forward():  # same loss, LM-head gradient formed in the forward (kernels.lm_head)
-        from trainbench.trainer.kernels.lm_head import rl_loss_fused
-
         return rl_loss_fused(
             hidden, weight, targets, loss_mask, inference_logprobs, advantages, chunk_size, ratio_low, ratio_high,
             normalizer,
@@ -124,3 +120,34 @@ def rl_loss(
     loss = -(ratio * advantages.reshape(-1).float() * keep.float()).sum() / denom
     kept = keep.sum().float() / mask.sum().clamp(min=1).float()
     return loss, kept.detach()
+
+
+class LossModule(torch.nn.Module):
+    """A built model (`models.base.Impl`) and the loss of the job's type as one module: what DDP/FSDP wrap and the
+    optimizer steps (training loop, autobatch trials). forward(batch, normalizer) -> (loss, kept fraction or None)."""
+
+    def __init__(self, impl, cfg):
+        super().__init__()
+        self.model = impl.module
+        self.impl = impl
+        self.sft = cfg.type == "sft-full"
+        self.chunk = cfg.loss_chunk
+        self.ratio_low, self.ratio_high = cfg.ratio_low, cfg.ratio_high
+
+    def forward(self, batch, normalizer):
+        h = self.impl.hidden_states(batch)
+        w = self.impl.lm_head_weight
+        if self.sft:
+            return sft_loss(h, w, batch.targets, batch.loss_mask, self.chunk, normalizer), None
+        return rl_loss(
+            h,
+            w,
+            batch.targets,
+            batch.loss_mask,
+            batch.inference_logprobs,
+            batch.advantages,
+            self.chunk,
+            self.ratio_low,
+            self.ratio_high,
+            normalizer,
+        )

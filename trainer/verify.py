@@ -49,7 +49,11 @@ from importlib import resources
 from pathlib import Path
 
 from trainbench.trainer import contract as c
-from trainbench.trainer.config import BadConfig, BenchConfig
+from trainbench.trainer import losses
+from trainbench.trainer.config import BadConfig, JobConfig
+from trainbench.trainer.context import RunContext
+from trainbench.trainer.generate import build_eval_model, decode, eos_ids
+from trainbench.trainer.result import base_result, environment, summary
 
 OUTCOMES = (
     "passed",
@@ -336,7 +340,7 @@ class HFTokenizer:
         return self.tok.decode(list(ids), skip_special_tokens=True)
 
 
-def make_tokenizer(cfg: BenchConfig, vocab: int):
+def make_tokenizer(cfg: JobConfig, vocab: int):
     if cfg.weights:
         d = cfg.weights if os.path.isdir(cfg.weights) else os.path.dirname(cfg.weights)
         if os.path.exists(os.path.join(d, "tokenizer.json")) or os.path.exists(
@@ -415,8 +419,6 @@ class HardwareSampler:
                 w.writerows(self.rows)
 
     def power_summary(self):
-        from trainbench.trainer.bench import summary
-
         return summary([r["power_w"] for r in self.rows if r.get("power_w") is not None])
 
 
@@ -426,8 +428,6 @@ class HardwareSampler:
 def sample_completions(model, tok, prompts, k, cfg, eos, device, generator, sync) -> tuple[dict, dict, dict]:
     """k completions per prompt (one batch of k rows per prompt) -> ({id: [text]}, {id: [token ids]}, stats)."""
     import torch
-
-    from trainbench.trainer.generate import decode
 
     texts, ids, tokens, seconds = {}, {}, 0, 0.0
     model.eval()
@@ -446,12 +446,10 @@ def sample_completions(model, tok, prompts, k, cfg, eos, device, generator, sync
     return texts, ids, {"tokens": tokens, "seconds": seconds, "tps": tokens / seconds if seconds else None}
 
 
-def raft_finetune(model, examples: list[tuple[list[int], list[int]]], cfg: BenchConfig, device) -> list[float]:
+def raft_finetune(model, examples: list[tuple[list[int], list[int]]], cfg: JobConfig, device) -> list[float]:
     """Fine-tune on (prompt ids, completion ids) pairs with bench mode's SFT loss (completion tokens only):
     `cfg.steps` AdamW steps over the padded batch of all examples. Returns the losses."""
     import torch
-
-    from trainbench.trainer import losses
 
     model.train()
     params = [p for p in model.parameters()]
@@ -511,7 +509,7 @@ class _Gauges:
             self.pass_at_k.labels(**lab, k=k).set(v)
 
 
-def out_dir_for(cfg: BenchConfig) -> Path | None:
+def out_dir_for(cfg: JobConfig) -> Path | None:
     if cfg.out_dir:
         return Path(cfg.out_dir)
     if cfg.output:
@@ -519,12 +517,12 @@ def out_dir_for(cfg: BenchConfig) -> Path | None:
     return None
 
 
-def run_verify(cfg: BenchConfig, spec, device, world, peak: float, peak_source: str, exporter) -> dict:
+def run_verify(ctx: RunContext) -> dict:
     import torch
 
-    from trainbench.trainer.bench import base_result, environment
-    from trainbench.trainer.generate import build_eval_model, eos_ids
-
+    cfg, spec, device, world, peak, peak_source, exporter = (
+        ctx.cfg, ctx.spec, ctx.device, ctx.world, ctx.peak, ctx.peak_source, ctx.exporter
+    )  # fmt: skip
     if world.size > 1:
         raise BadConfig("--type verify runs on one process (one GPU); use a pool of 1 GPU")
     prompts = load_prompts(cfg.prompts)
@@ -615,8 +613,6 @@ def run_verify(cfg: BenchConfig, spec, device, world, peak: float, peak_source: 
 
 
 def _one(v):
-    from trainbench.trainer.bench import summary
-
     return summary([v]) if v is not None else None
 
 
@@ -635,38 +631,3 @@ def table(result: dict) -> str:
     if v.get("files"):
         lines.append(f"samples: {v['files']['samples']}; hardware samples: {v['files']['hardware']}")
     return "\n".join(lines)
-
-
-def _round(x, digits: int = 5):
-    if isinstance(x, float):
-        return float(f"{x:.{digits}g}")
-    if isinstance(x, dict):
-        return {k: _round(v, digits) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_round(v, digits) for v in x]
-    return x
-
-
-def slim_for_log(result: dict) -> dict:
-    """The generate/verify blocks of a result without per-prompt detail and spreads, numbers to 5 significant
-    digits (the 4 KiB termination message)."""
-    r = dict(result)
-    if isinstance(r.get("verify"), dict):
-        v = dict(r["verify"])
-        v["cycles"] = [
-            {
-                "cycle": cy.get("cycle"),
-                "kept": cy.get("kept"),
-                "score": {k: cy["score"][k] for k in ("samples", "compile_rate", "pass_rate", "pass_at_k")},
-            }
-            for cy in v.get("cycles") or []
-        ]
-        r["verify"] = _round(v)
-    if isinstance(r.get("generate"), dict):
-        g = dict(r["generate"])
-        g["batches"] = [
-            {k: ({"mean": x["mean"]} if isinstance(x, dict) and "mean" in x else x) for k, x in b.items()}
-            for b in g.get("batches") or []
-        ]
-        r["generate"] = _round(g)
-    return r

@@ -8,17 +8,17 @@ import pytest
 
 from trainbench.trainer import contract as c
 from trainbench.trainer.bench import run_bench
-from trainbench.trainer.config import BenchConfig
+from trainbench.trainer.config import JobConfig
 from trainbench.trainer.specs import resolve_model
 
 
-def tiny(**kw) -> BenchConfig:
+def tiny(**kw) -> JobConfig:
     base = dict(model="tiny-qwen3", seq_len=128, steps=2, warmup_steps=1, metrics_port=-1, device="cpu", loss_chunk=48)
     base.update(kw)
-    return BenchConfig(**base)
+    return JobConfig(**base)
 
 
-def check_result(res: dict, cfg: BenchConfig) -> None:
+def check_result(res: dict, cfg: JobConfig) -> None:
     assert res["status"] == "ok" and res["error"] is None
     assert res["schema"] == c.RESULT_SCHEMA
     assert res["world_size"] == 1
@@ -95,7 +95,7 @@ def test_gradient_accumulation_counts_all_micro_batches():
 
 
 def test_dry_run_allocates_nothing_and_reports_flops():
-    cfg = BenchConfig(model="Qwen/Qwen3-30B-A3B", type="rl-lora", seq_len=16384, dry_run=True, device="cpu")
+    cfg = JobConfig(model="Qwen/Qwen3-30B-A3B", type="rl-lora", seq_len=16384, dry_run=True, device="cpu")
     res = run_bench(cfg)
     spec = resolve_model("qwen3-30b-a3b")
     assert res["status"] == "dry-run"
@@ -125,7 +125,9 @@ def test_sdpa_math_backend_runs_and_is_recorded():
 def test_auto_ac_estimate_matches_the_gpu_calibration():
     """H200 measurements (docs/performance.md): 0.6B rl-full 16k fits without AC (55 GiB reserved); 4B rl-lora 16k
     without AC ran out of 140 GiB, so auto must pick recompute there."""
-    from trainbench.trainer.ac import AUTO_ORDER, MEMORY_FRACTION, estimate_bytes
+    from trainbench.trainer.memory import HF_AC_ORDER as AUTO_ORDER
+    from trainbench.trainer.memory import MEMORY_FRACTION
+    from trainbench.trainer.memory import hf_estimate_bytes as estimate_bytes
 
     small, big = resolve_model("qwen3-0.6b"), resolve_model("qwen3-4b")
     gib = 2**30

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainbench.trainer.config import MIN_DOC_LEN, BenchConfig
+from trainbench.trainer.config import MIN_DOC_LEN, JobConfig
 from trainbench.trainer.data import make_batch, make_batches
 from trainbench.trainer.losses import rl_loss, sft_loss, token_logprobs
 from trainbench.trainer.models import build_impl
@@ -33,7 +33,7 @@ def test_batch_layout():
 
 
 def test_batches_are_deterministic_and_differ_by_seed():
-    cfg = BenchConfig(seq_len=128, batch_size=2, micro_batch=1)
+    cfg = JobConfig(seq_len=128, batch_size=2, micro_batch=1)
     spec = resolve_model("tiny-qwen3")
     a, b, other = make_batches(cfg, spec, 7), make_batches(cfg, spec, 7), make_batches(cfg, spec, 8)
     assert len(a) == 2 * min(4, cfg.steps + cfg.warmup_steps)
@@ -44,7 +44,7 @@ def test_batches_are_deterministic_and_differ_by_seed():
 @pytest.mark.parametrize("model", ["tiny-qwen3", "tiny-llama"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_attention_does_not_cross_documents(model, attn):
-    cfg = BenchConfig(model=model, seq_len=96, attn=attn, ac="none", docs_per_seq=3)
+    cfg = JobConfig(model=model, seq_len=96, attn=attn, ac="none", docs_per_seq=3)
     spec = resolve_model(model)
     torch.manual_seed(0)
     impl = build_impl(cfg, spec, torch.device("cpu"))

@@ -98,8 +98,7 @@ def test_termination_message_keeps_the_type_blocks_within_4_kib():
     """The operator reads the 4 KiB termination message: generate and verify results stay parseable in it."""
     import json
 
-    from trainbench.trainer.bench import for_termination_log
-    from trainbench.trainer.verify import slim_for_log
+    from trainbench.trainer.result import for_termination_log, slim_for_log
 
     s = {"mean": 1.5, "std": 0.1, "min": 1.0, "max": 2.0, "n": 5}
     row = {"batch_size": 8, "error": None, "decode_tps": s, "ttft_s": s, "prefill_tps": s, "distinct_first_tokens": 8}

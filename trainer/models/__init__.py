@@ -15,7 +15,8 @@ import importlib
 
 import torch
 
-from trainbench.trainer.config import BadConfig, BenchConfig
+from trainbench.trainer.config import BadConfig, JobConfig
+from trainbench.trainer.models import hf
 from trainbench.trainer.models.base import Impl
 from trainbench.trainer.specs import ModelSpec
 
@@ -30,7 +31,7 @@ def fast_module():
         return None
 
 
-def choose_impl(cfg: BenchConfig, spec: ModelSpec, device: torch.device) -> str:
+def choose_impl(cfg: JobConfig, spec: ModelSpec, device: torch.device) -> str:
     fast = fast_module()
     supported = fast is not None and spec.model_type in getattr(fast, "SUPPORTED_MODEL_TYPES", ())
     if cfg.impl == "hf":
@@ -47,10 +48,8 @@ def choose_impl(cfg: BenchConfig, spec: ModelSpec, device: torch.device) -> str:
     return "fast" if supported and device.type == "cuda" else "hf"
 
 
-def build_impl(cfg: BenchConfig, spec: ModelSpec, device: torch.device) -> Impl:
+def build_impl(cfg: JobConfig, spec: ModelSpec, device: torch.device) -> Impl:
     which = choose_impl(cfg, spec, device)
     if which == "fast":
         return fast_module().build(cfg, spec, device)
-    from trainbench.trainer.models import hf
-
     return hf.build(cfg, spec, device)

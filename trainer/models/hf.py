@@ -17,7 +17,7 @@ import torch
 
 from trainbench.trainer import ac as ac_mod
 from trainbench.trainer import attention
-from trainbench.trainer.config import BadConfig, BenchConfig
+from trainbench.trainer.config import BadConfig, JobConfig
 from trainbench.trainer.lora import apply_lora
 from trainbench.trainer.models.base import Impl, resolve_dtype
 from trainbench.trainer.specs import ModelSpec
@@ -94,7 +94,7 @@ class HFImpl(Impl):
         return self._attn.context()
 
 
-def build(cfg: BenchConfig, spec: ModelSpec, device: torch.device) -> HFImpl:
+def build(cfg: JobConfig, spec: ModelSpec, device: torch.device) -> HFImpl:
     choice = attention.resolve(cfg.attn, device.type, cfg.docs_per_seq, cfg.seq_len)
     dtype = resolve_dtype(cfg.dtype, device)
     model = build_model(spec, device, dtype, choice.hf_impl)

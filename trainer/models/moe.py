@@ -15,9 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainbench.trainer.parallel.ep import EPGroup, dispatch
-
-EXPERT_ATTR = "_trainbench_expert"  # set on expert parameters: sharded over EP ranks, not replicated
+from trainbench.trainer.parallel.ep import EXPERT_ATTR, EPGroup, dispatch
 
 
 def is_moe_layer(cfg: dict, idx: int) -> bool:
@@ -26,10 +24,6 @@ def is_moe_layer(cfg: dict, idx: int) -> bool:
         and idx not in (cfg.get("mlp_only_layers") or [])
         and (idx + 1) % cfg.get("decoder_sparse_step", 1) == 0
     )
-
-
-def is_expert_param(p: torch.Tensor) -> bool:
-    return getattr(p, EXPERT_ATTR, False)
 
 
 class Router(nn.Module):

@@ -32,8 +32,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from trainbench.trainer.config import BadConfig
+from trainbench.trainer.distributed import env_world
 from trainbench.trainer.kernels import doc_attention
-from trainbench.trainer.models.moe import SparseMoeBlock, init_experts, is_expert_param, is_moe_layer
+from trainbench.trainer.memory import FAST_AC_ORDER, FAST_MARGIN, fast_estimate_bytes, first_fit, per_rank_gib
+from trainbench.trainer.models.base import Impl, resolve_dtype
+from trainbench.trainer.models.hf import load_weights
+from trainbench.trainer.models.moe import SparseMoeBlock, init_experts, is_moe_layer
+from trainbench.trainer.parallel.cp import cp_attention
+from trainbench.trainer.parallel.ep import is_expert_param
+from trainbench.trainer.parallel.mesh import get_layout
 
 SUPPORTED_MODEL_TYPES = ("qwen3", "llama", "qwen3_moe")
 QK_NORM_TYPES = ("qwen3", "qwen3_moe")
@@ -255,8 +263,6 @@ class FastCausalLM(nn.Module):
         backend = self.attn_backend
         scale = None
         if cp is not None:
-            from trainbench.trainer.parallel.cp import cp_attention
-
             return lambda q, k, v: cp_attention(q, k, v, cp, backend, scale, self.gqa)
         if backend == "varlen":
             return lambda q, k, v: doc_attention.varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
@@ -410,57 +416,26 @@ ATTN_FOR_FAST = {  # --attn -> doc_attention backend
     "varlen": "varlen",
     "fa4": "fa4",
 }
-AUTO_AC_ORDER = ("none", "selective", "recompute")
-MEMORY_FRACTION = 0.85
-
-
-def activation_bytes(spec, mode: str, tokens: int, bytes_per_el: int = 2) -> int:
-    """Activations kept for backward by this implementation, per AC mode (compiled blocks; rough, upper side)."""
-    h, i = spec.hidden, spec.config["intermediate_size"]
-    q, kv = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
-    per_layer = {
-        "none": 4 * h + 3 * q + 3 * kv + 3 * i,  # inputs, normed inputs, q/k/v (+pre-norm), o, MLP gate/up/act
-        "selective": h + 2 * q + 2 * kv,  # block input, q/k/v, attention output (attention never recomputed)
-        "recompute": h,  # block input only (+ one block during its backward, below)
-    }[mode]
-    one_block = (4 * h + 3 * q + 3 * kv + 3 * i) * tokens * bytes_per_el
-    extra = one_block if mode != "none" else 0
-    return spec.layers * per_layer * tokens * bytes_per_el + extra
-
-
-def estimate_bytes(spec, mode: str, tokens: int, n_trainable: int, loss_chunk: int) -> int:
-    weights = 2 * spec.n_total()
-    optim = 3 * 2 * n_trainable  # bf16 grads + AdamW's two bf16 states
-    lm_head = 3 * loss_chunk * spec.vocab * 2 + (4 * spec.vocab * spec.hidden if n_trainable > 1e8 else 0)
-    final = 4 * tokens * spec.hidden * 2
-    # x 1.12: on the H200 the measured peak reserved memory was up to 12% above this estimate (4B LoRA rows)
-    return int(1.12 * (weights + optim + lm_head + final + activation_bytes(spec, mode, tokens)))
 
 
 def choose_ac(spec, device, tokens: int, n_trainable: int, loss_chunk: int) -> str:
+    """`--ac auto`: the first of none, selective, recompute that `memory.fast_estimate_bytes` fits on the device."""
     if device.type != "cuda":
         return "none"
     total = torch.cuda.get_device_properties(device).total_memory
-    for mode in AUTO_AC_ORDER:
-        if estimate_bytes(spec, mode, tokens, n_trainable, loss_chunk) <= MEMORY_FRACTION * total:
-            return mode
-    return "recompute"
+    return first_fit(
+        lambda m: fast_estimate_bytes(spec, m, tokens, n_trainable, loss_chunk), FAST_AC_ORDER, total, "recompute"
+    )
 
 
 def choose_ac_parallel(cfg, spec, device) -> str:
-    """`--ac auto` under CP/EP: the per-rank plan of parallel/layout.py (T/cp tokens, E/ep experts, replicated
-    non-expert weights), with the same 1.12 margin and memory fraction as choose_ac."""
+    """`--ac auto` under CP/EP: the per-rank estimate of the dry-run plan (`memory.per_rank_gib`: T/cp tokens, E/ep
+    experts, replicated non-expert weights), with the same margin and memory fraction as choose_ac."""
     if device.type != "cuda":
         return "none"
-    from trainbench.trainer.distributed import env_world
-    from trainbench.trainer.parallel import plan_layout
-
     total = torch.cuda.get_device_properties(device).total_memory
-    per_mode = plan_layout(cfg, spec, env_world().size)["memory_gib_per_rank"]["ddp"]
-    for mode in AUTO_AC_ORDER:
-        if 1.12 * per_mode[mode] * 2**30 <= MEMORY_FRACTION * total:
-            return mode
-    return "recompute"
+    per_mode = per_rank_gib(cfg, spec, env_world().size, sharded=False)
+    return first_fit(lambda m: FAST_MARGIN * per_mode[m] * 2**30, FAST_AC_ORDER, total, "recompute")
 
 
 _GQA_PROBE: dict = {}
@@ -485,8 +460,6 @@ def resolve_attn(attn: str, device, docs_per_seq: int = 1) -> str:
     its execution plan is built once); several documents -> flex_attention with a document BlockMask. cuDNN per
     document would be faster per call, but it builds a new execution plan for every new document length
     (measured: +0.3 to 0.5 s per step whenever the lengths change, i.e. every step of real training)."""
-    from trainbench.trainer.config import BadConfig
-
     if attn == "auto":
         if device.type != "cuda":
             return "sdpa"
@@ -497,9 +470,6 @@ def resolve_attn(attn: str, device, docs_per_seq: int = 1) -> str:
 
 
 def build(cfg, spec, device):
-    from trainbench.trainer.config import BadConfig
-    from trainbench.trainer.models.base import Impl, resolve_dtype
-
     if spec.model_type not in SUPPORTED_MODEL_TYPES:
         raise BadConfig(f"--impl fast does not support model type {spec.model_type!r}")
     # context parallelism runs SDPA per run of local tokens (parallel/cp.py): auto -> the default SDPA dispatch
@@ -514,9 +484,6 @@ def build(cfg, spec, device):
     dtype = resolve_dtype(cfg.dtype, device)
     ep = None
     if cfg.ep > 1:
-        from trainbench.trainer.distributed import env_world
-        from trainbench.trainer.parallel import get_layout
-
         ep = get_layout(cfg, env_world(), device).ep_group()
     try:
         with torch.device(device):
@@ -525,8 +492,6 @@ def build(cfg, spec, device):
         raise BadConfig(str(e)) from None
     init_like_transformers(model, seed=cfg.seed)
     if cfg.weights:
-        from trainbench.trainer.models.hf import load_weights
-
         load_weights(model, cfg.weights)
     if cfg.is_lora:
         model.add_lora(cfg.effective_lora_rank, cfg.effective_lora_alpha, cfg.lora_targets)

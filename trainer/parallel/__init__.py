@@ -14,11 +14,16 @@ node's NVLink first):
   Non-expert parameters are replicated (DDP over the world, expert parameters excluded); expert gradients are
   summed over the DP replicas of their shard (ranks with the same EP index) and divided by the world size.
 
-`Layout` is what bench.py uses; `validate()` refuses the combinations that cannot run (BadConfig).
+Modules: `layout.py` (torch-free: `validate()` refuses the combinations that cannot run with BadConfig, the
+operator runs it at plan time; `plan_layout()` is the dry run's plan), `mesh.py` (`get_layout()`: the process
+groups and the `Layout` the training loop uses), `cp.py`, `ep.py` (the collectives; `ep.is_expert_param` marks the
+parameters EP shards). No module here imports a model: models import the layer they use.
+
+This __init__ stays torch-free (the operator imports `parallel.layout`).
 """
 
 from __future__ import annotations
 
-from trainbench.trainer.parallel.layout import Layout, get_layout, plan_layout, validate
+from trainbench.trainer.parallel.layout import plan_layout, validate
 
-__all__ = ["Layout", "get_layout", "plan_layout", "validate"]
+__all__ = ["plan_layout", "validate"]

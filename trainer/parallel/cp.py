@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from trainbench.trainer.data import Batch
+from trainbench.trainer.kernels.doc_attention import _expand_kv, _sdpa_context
 
 
 @dataclass
@@ -116,8 +117,6 @@ def gather_sequence(x: torch.Tensor, shard: CPShard) -> torch.Tensor:
 def cp_attention(q, k, v, shard: CPShard, backend: str = "sdpa", scale=None, gqa_mode: str = "native") -> torch.Tensor:
     """q [n, H, D], k/v [n, KV, D] of the local tokens -> attention output [n, H, D] over the whole sequence."""
     from torch.nn.attention.bias import causal_lower_right
-
-    from trainbench.trainer.kernels.doc_attention import _expand_kv, _sdpa_context
 
     kv_heads = k.shape[1]
     kv = gather_sequence(torch.cat([k, v], dim=1), shard)

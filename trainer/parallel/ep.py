@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+EXPERT_ATTR = "_trainbench_expert"  # set on expert parameters: sharded over EP ranks, not replicated
+
+
+def is_expert_param(p: torch.Tensor) -> bool:
+    return getattr(p, EXPERT_ATTR, False)
+
 
 @dataclass
 class EPGroup:

@@ -205,11 +205,12 @@ def test_bench_mode_fast_impl_on_cpu_and_its_choices():
     """Bench mode runs the fast implementation end to end (CPU: SDPA per document), reports what ran, and
     refuses what cannot run here."""
     from trainbench.trainer.bench import run_bench
-    from trainbench.trainer.config import BadConfig, BenchConfig
-    from trainbench.trainer.models.qwen3_fast import build, estimate_bytes
+    from trainbench.trainer.config import BadConfig, JobConfig
+    from trainbench.trainer.memory import fast_estimate_bytes as estimate_bytes
+    from trainbench.trainer.models.qwen3_fast import build
 
     common = {"model": "tiny-qwen3", "device": "cpu", "metrics_port": -1, "steps": 2, "warmup_steps": 1}
-    res = run_bench(BenchConfig(type="rl-lora", impl="fast", ac="selective", seq_len=128, **common))
+    res = run_bench(JobConfig(type="rl-lora", impl="fast", ac="selective", seq_len=128, **common))
     assert res["status"] == "ok" and res["impl"] == "fast"
     assert res["attn_backend"] == "sdpa" and res["ac"] == "selective"
     assert res["n_trainable"] == res["n_adapter"] > 0
@@ -219,13 +220,13 @@ def test_bench_mode_fast_impl_on_cpu_and_its_choices():
     for attn in ("flex", "varlen", "sdpa-cudnn"):
         with pytest.raises(BadConfig):
             build(
-                BenchConfig(type="sft-full", impl="fast", attn=attn, **common),
+                JobConfig(type="sft-full", impl="fast", attn=attn, **common),
                 resolve_model("tiny-qwen3"),
                 torch.device("cpu"),
             )
     # Qwen3-MoE runs in the fast implementation too (models/moe.py; tests/trainer_parallel)
     moe = build(
-        BenchConfig(impl="fast", **{**common, "model": "tiny-qwen3-moe"}),
+        JobConfig(impl="fast", **{**common, "model": "tiny-qwen3-moe"}),
         resolve_model("tiny-qwen3-moe"),
         torch.device("cpu"),
     )

@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import save_file
 
 from trainbench.trainer.bench import run_bench
-from trainbench.trainer.config import BadConfig, BenchConfig
+from trainbench.trainer.config import BadConfig, JobConfig
 from trainbench.trainer.models.hf import build_model
 from trainbench.trainer.specs import resolve_model
 
 
-def cfg(weights: str) -> BenchConfig:
-    return BenchConfig(
+def cfg(weights: str) -> JobConfig:
+    return JobConfig(
         model="tiny-qwen3", seq_len=128, steps=1, warmup_steps=0, metrics_port=-1, device="cpu", weights=weights
     )
 

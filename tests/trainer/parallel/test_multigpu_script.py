@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "multigpu.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "multigpu.py"
 
 
 def test_multigpu_script_runs_dp_cp_ep_cases(tmp_path):
