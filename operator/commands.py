@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from trainbench.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, BenchmarkRunSpec, SpecError, parse_spec
-from trainbench.operator.controller.client import Api, ClientError
+from trainbench.operator.controller.client import Api, ClientError, choose
 from trainbench.operator.local import LocalOptions, run_local
 from trainbench.operator.plan import plan
 from trainbench.operator.report.finalize import finalize
@@ -255,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--namespace", "-n")
     c.set_defaults(func=cmd_compare)
 
+    for cluster_cmd in (r, rep, c):  # configmap/NAME sources, submitting
+        cluster_cmd.add_argument(
+            "--kubeconfig", help="kubeconfig file (default: KUBECONFIG, in-cluster, ~/.kube/config)"
+        )
+        cluster_cmd.add_argument("--context", help="kubeconfig context (default: the current one)")
+
     pl = sub.add_parser("plan", help="print the cases a BenchmarkRun plans")
     pl.add_argument("file")
     pl.add_argument("--json", action="store_true")
@@ -264,4 +270,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    choose(getattr(args, "kubeconfig", None), getattr(args, "context", None))
     return args.func(args)

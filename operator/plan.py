@@ -55,19 +55,6 @@ class Case:
     def gpus(self) -> int:
         return self.nodes * self.gpus_per_node
 
-    def key(self) -> dict:
-        """What a baseline case must share with this one to be comparable (the report matches on it)."""
-        return {
-            "model": self.model,
-            "type": self.type,
-            "lora_rank": self.lora_rank,
-            "seq_len": self.seq_len,
-            "ac": self.ac,
-            "attn": self.attn,
-            "ep": self.ep,
-            "cp": self.cp,
-        }
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lora_targets"] = list(self.lora_targets)

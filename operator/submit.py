@@ -28,7 +28,7 @@ import yaml
 
 from trainbench.operator import clock
 from trainbench.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, SpecError
-from trainbench.operator.controller.client import Api, api_message
+from trainbench.operator.controller.client import Api, api_message, choose
 from trainbench.operator.plan import plan
 
 L_SUITE = "trainbench.dev/suite"
@@ -167,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespace", "-n", help="namespace (default: in-cluster namespace or the kubeconfig's)")
     p.add_argument("--dry-run", action="store_true", help="print the BenchmarkRun as YAML, create nothing")
     p.add_argument("--now", help="ISO time to date the name with (default: now, UTC)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, in-cluster, ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
     p.add_argument(
         "--keep-succeeded", type=int, metavar="N", help="delete Succeeded runs of the suite beyond the newest N"
     )
     p.add_argument("--keep-failed", type=int, metavar="N", help="delete failed runs of the suite beyond the newest N")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    choose(args.kubeconfig, args.context)
     for flag in ("keep_succeeded", "keep_failed"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             print(f"trainbench submit: --{flag.replace('_', '-')} must be 0 or more", file=sys.stderr)

@@ -21,6 +21,14 @@ log = logging.getLogger("trainbench.operator")
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
+_CHOSEN: dict[str, str | None] = {"kubeconfig": None, "context": None}
+
+
+def choose(kubeconfig: str | None = None, context: str | None = None) -> None:
+    """The command line's --kubeconfig / --context, for every client made afterwards in this process."""
+    _CHOSEN.update(kubeconfig=kubeconfig, context=context)
+
+
 class ClientError(RuntimeError):
     """No cluster to talk to (no kubernetes package, no kubeconfig, no service account)."""
 
@@ -34,7 +42,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> tuple[
             "talking to a cluster needs the kubernetes package (pip install trainbench[operator])"
         ) from None
     # KUBECONFIG is read now: the client's own default was fixed when it was imported
-    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
+    kubeconfig = kubeconfig or _CHOSEN["kubeconfig"] or os.environ.get("KUBECONFIG") or None
+    context = context or _CHOSEN["context"]
     if kubeconfig is None and context is None:
         try:
             config.load_incluster_config()

@@ -17,6 +17,7 @@ from trainbench.operator.kube import CONTAINER
 IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
 UNSCHEDULABLE_GRACE_S = 120.0  # a pod may wait this long for a node (autoscalers) before it is Unschedulable
 IMAGE_PULL_GRACE_S = 300.0  # ImagePullBackOff retries; registries hiccup
+DEADLINE_MESSAGE = "the Job ran past activeDeadlineSeconds (the case's timeoutSeconds)"
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,12 @@ def classify_pod(pod: dict, logs: str | None = None) -> CaseState:
         # FallbackToLogsOnError puts the log tail in the message when the trainer wrote none
         failed_silently = result is None and t.get("exitCode") not in (0, None)
         tail_from = (logs or message_text) if failed_silently else logs
-        if t.get("reason") == "DeadlineExceeded":
-            phase, reason, msg = collect.classify_exit(t.get("exitCode"), result, tail_from, timed_out=True)
-        else:
-            phase, reason, msg = collect.classify_exit(
-                t.get("exitCode"), result, tail_from, oom_killed=t.get("reason") == "OOMKilled"
-            )
+        if t.get("reason") == "DeadlineExceeded":  # the Job's deadline killed it: say so as the Job would
+            tail = collect.log_tail(tail_from)
+            msg = DEADLINE_MESSAGE + (f"; last log lines:\n{tail}" if tail else "")
+            return CaseState("Failed", "Timeout", msg, terminal=True)
+        oom = t.get("reason") == "OOMKilled"
+        phase, reason, msg = collect.classify_exit(t.get("exitCode"), result, tail_from, oom_killed=oom)
         return CaseState(phase, reason, msg, terminal=True)
     return CaseState("Running" if status.get("phase") == "Running" else "Pending")
 
@@ -133,7 +134,7 @@ def classify(
     failed = job_condition(job, "Failed")
     if failed:
         if failed.get("reason") == "DeadlineExceeded":
-            msg = failed.get("message") or "the Job ran past activeDeadlineSeconds"
+            msg = failed.get("message") or DEADLINE_MESSAGE
             tail = collect.log_tail(logs)
             return CaseState("Failed", "Timeout", msg + (f"; last log lines:\n{tail}" if tail else ""), terminal=True)
         # several pods (multi-node): the case fails with the reason of the pod that failed first; the
