@@ -295,6 +295,25 @@ def test_unknown_model_fails_the_render_with_the_parsers_message(chart, matrix, 
     assert f"suite nightly: {message}" in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("suite", "where", "what"),
+    [
+        ({"spec": {"matrix": {"models": ["qwen3-0.6b"], "seqLen": [4096]}}}, "/suites/n/spec/matrix", "'seqLen'"),
+        ({"spec": {"matrix": {"models": ["qwen3-0.6b"], "types": ["sft-ful"]}}}, "/suites/n/spec/matrix/types/0", ""),
+        ({"spec": {"matrix": {"models": ["qwen3-0.6b"]}, "stepz": 3}}, "/suites/n/spec", "'stepz'"),
+        ({"spec": {"matrix": {"models": ["qwen3-0.6b"]}, "steps": 0}}, "/suites/n/spec/steps", ""),
+        ({"pools": [{"name": "h100", "gpusPerNode": 17}]}, "/suites/n/pools/0", ""),
+    ],
+)
+def test_suite_specs_are_checked_against_the_api_schema(chart, suite, where, what):
+    """A suite's spec and pool overrides follow the CRD generated from operator/api.py: the render fails with the
+    offending path, as the API server would refuse the run at night."""
+    helm = pytest.importorskip("helm_python")
+    with pytest.raises(helm.HelmValuesError) as err:
+        chart.render({"suites": {"n": {**SUITE, **suite}}}, name="t", namespace="t")
+    assert f"at '{where}'" in str(err.value) and what in str(err.value), str(err.value)
+
+
 def test_known_model_spellings_render(render):
     """What the registry resolves (names, Hugging Face names, any case) renders; the parser agrees."""
     models = ["qwen3-0.6b", "Qwen/Qwen3-0.6B", "TINY-QWEN3", "meta-llama/Llama-3.2-1B"]

@@ -3,6 +3,8 @@
 python charts/trainbench/hack/values_schema.py          # rewrite both
 python charts/trainbench/hack/values_schema.py --check  # exit 1 when one is out of date
 
+A suite's `spec` and the pool fields are the BenchmarkRun schema of the CRD generated from operator/api.py
+(operator/crd.py), closed to unknown fields, so a typo or a bad enum fails `helm install` with its path.
 _registry.tpl holds the names the trainer's model registry (trainbench.trainer.specs) resolves and the message the
 operator's parser gives for any other name, so `helm install`/`helm template` refuses a suite naming an unknown
 model with the operator's own words, instead of the CronJob failing at night.
@@ -15,6 +17,7 @@ from pathlib import Path
 from generated import write_or_check  # charts/trainbench/hack/generated.py
 
 from trainbench.operator.api import SpecError
+from trainbench.operator.crd import openapi_schema
 from trainbench.trainer import specs
 
 OUT = Path(__file__).resolve().parents[1] / "values.schema.json"
@@ -65,51 +68,42 @@ family_image = {
     ]
 }
 dns_subdomain = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-compile_cache = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["persistentVolumeClaim"],
-    "description": "torch.compile cache volume of the pool's trainer pods (BenchmarkRun spec.pools[].compileCache)",
-    "properties": {
-        "persistentVolumeClaim": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["claimName"],
-            "properties": {
-                "claimName": {
-                    "type": "string",
-                    "pattern": dns_subdomain,
-                    "maxLength": 253,
-                    "description": "an existing PersistentVolumeClaim in the suite's namespace",
-                }
-            },
-        }
-    },
-}
-pool_fields = {
-    "hardware": {"type": "string", "description": "display name in reports, e.g. H100 HBM3"},
-    "family": {"type": "string", "description": "trainer image family: a key of image.families"},
-    "image": {"type": "string", "minLength": 1, "description": "full trainer image reference (wins over family)"},
-    "resourceName": {
-        "type": "string",
-        "pattern": "^([a-z0-9.-]+/)?[a-z0-9]([-a-z0-9._]*[a-z0-9])?$",
-        "description": "extended resource name, e.g. nvidia.com/gpu or amd.com/gpu",
-    },
-    "gpusPerNode": {"type": "integer", "minimum": 1, "maximum": 16},
-    "nodes": {"type": "integer", "minimum": 1, "maximum": 64},
-    "peakTFLOPs": {
-        "type": "number",
-        "exclusiveMinimum": 0,
-        "description": "peak dense bf16 TFLOP/s per GPU (MFU denominator)",
-    },
-    "pricePerGPUHour": {"type": "number", "minimum": 0, "description": "USD per GPU-hour (the report's $/Mtok)"},
-    "maxConcurrent": {"type": "integer", "minimum": 1},
-    "cpu": {"type": "string"},
-    "memory": {"type": "string"},
-    "nodeSelector": strmap,
-    "tolerations": {"type": "array", "items": toleration},
-    "compileCache": compile_cache,
-}
+
+
+def _values_schema(node):
+    """The CRD's structural OpenAPI v3 schema as a JSON schema that refuses unknown fields: no x-kubernetes-* rules
+    (the API server's CEL; the operator's parser checks the same), OpenAPI 3.0's boolean exclusiveMinimum as a
+    number, and additionalProperties false on every object with properties (the API server prunes them)."""
+    if isinstance(node, list):
+        return [_values_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _values_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "format"}
+    if out.get("exclusiveMinimum") is True:
+        out["exclusiveMinimum"] = out.pop("minimum")
+    elif out.get("exclusiveMinimum") is False:
+        del out["exclusiveMinimum"]
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_pool_fields() -> dict:
+    """The BenchmarkRun pool fields of the CRD generated from operator/api.py (operator/crd.py), less `name` (the key
+    under pools), plus the chart's `family`."""
+    crd_pool = _values_schema(openapi_schema()["properties"]["spec"]["properties"]["pools"]["items"])
+    fields = {k: v for k, v in crd_pool["properties"].items() if k != "name"}
+    fields["family"] = {"type": "string", "description": "trainer image family: a key of image.families"}
+    return fields
+
+
+pool_fields = crd_pool_fields()
+
+
 pool = {
     "type": "object",
     "additionalProperties": False,
@@ -140,6 +134,19 @@ run_history = {
         "description": "Failed and PartiallyFailed BenchmarkRuns of the suite to keep (null: all)",
     },
 }
+
+
+def suite_spec() -> dict:
+    """A suite's `spec`: the BenchmarkRun spec schema of the CRD generated from operator/api.py (operator/crd.py),
+    without pools and suite, which the chart fills. Types, enums, bounds and unknown fields fail `helm install`."""
+    spec = _values_schema(openapi_schema()["properties"]["spec"])
+    spec["description"] = "the BenchmarkRun spec without pools and suite (the chart fills them)"
+    spec["required"] = ["matrix"]
+    spec["properties"]["pools"] = {"not": {}, "description": "set pools on the suite, not in spec"}
+    spec["properties"]["suite"] = {"not": {}, "description": "the suite name is the key under suites"}
+    return spec
+
+
 cron = "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\\S+\\s+){4}\\S+)$"
 suite = {
     "type": "object",
@@ -158,20 +165,7 @@ suite = {
         "failedJobsHistoryLimit": {"type": "integer", "minimum": 0},
         **run_history,
         "pools": {"type": "array", "minItems": 1, "items": pool_ref},
-        "spec": {
-            "type": "object",
-            "required": ["matrix"],
-            "description": "the BenchmarkRun spec without pools and suite (the chart fills them)",
-            "properties": {
-                "matrix": {
-                    "type": "object",
-                    "required": ["models"],
-                    "properties": {"models": {"type": "array", "minItems": 1, "items": {"type": "string"}}},
-                },
-                "pools": {"not": {}, "description": "set pools on the suite, not in spec"},
-                "suite": {"not": {}, "description": "the suite name is the key under suites"},
-            },
-        },
+        "spec": suite_spec(),
     },
 }
 schema = {
