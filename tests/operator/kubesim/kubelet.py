@@ -202,7 +202,7 @@ class Kubelet:
         message = info["term"].read_text(errors="replace") if info["term"].exists() else ""
         if len(message.encode()) > 4096:
             # what the trainer itself writes to /dev/termination-log (4 KiB; per-step lists dropped first)
-            from trainbench.trainer.bench import for_termination_log
+            from trainbench.trainer.result import for_termination_log
 
             message = for_termination_log(json.loads(message))
         policy = pod["spec"]["containers"][0].get("terminationMessagePolicy")
