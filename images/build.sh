@@ -8,7 +8,8 @@
 # Settings (environment; `make images` passes its variables through):
 #   BASE=upstream|local   upstream: each Dockerfile's own base (python slim, nvidia/cuda, rocm; pulled by the
 #                         engine). local: a Debian bookworm base made here with debootstrap and imported, no
-#                         registry needed (CI); only operator and trainer-cpu can be built on it.
+#                         registry needed (CI); the images whose base is ARG BASE_IMAGE build on it (by
+#                         default operator and trainer-cpu; trainer-cuda-blackwell when named).
 #   IMAGES                space-separated names from images/*/ (or "all")
 #   REGISTRY TAG          image references REGISTRY/NAME:TAG (default ghcr.io/trainbench, the package version;
 #                         BASE=local defaults to localhost/trainbench and TAG dev)
@@ -57,16 +58,22 @@ all_images() { (cd images && ls -d */ | tr -d / | sort | tr '\n' ' '); }
 podman_conf() {
   [ "$ENGINE" = podman ] || return 0
   [ -z "${CONTAINERS_CONF:-}" ] || return 0
-  local hard cg
+  local hard nproc cg limits=()
   hard=$(ulimit -Hn)
+  nproc=$(ulimit -Hu)
   cg=$(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo unknown)
-  if [ "$hard" != unlimited ] && [ "$hard" -lt 1048576 ] || [ "$cg" != cgroup2fs ]; then
+  # podman asks for nofile 1048576 and (rootful) nproc 4194304; a sandbox refuses limits above its own, and
+  # this project's CI sandbox refused nproc above 32768 while `ulimit -Hu` said 96549: ask for at most 16384
+  # of each where the host is below podman's defaults (plenty for a trainer, its workers and compilers)
+  [ "$hard" = unlimited ] || [ "$hard" -ge 1048576 ] || limits+=("\"nofile=$((hard < 16384 ? hard : 16384)):$((hard < 16384 ? hard : 16384))\"")
+  [ "$nproc" = unlimited ] || [ "$nproc" -ge 4194304 ] || limits+=("\"nproc=$((nproc < 16384 ? nproc : 16384)):$((nproc < 16384 ? nproc : 16384))\"")
+  if [ ${#limits[@]} -gt 0 ] || [ "$cg" != cgroup2fs ]; then
     mkdir -p "$CACHE"
     export CONTAINERS_CONF=$CACHE/containers.conf
     {
-      echo "# written by trainbench images/build.sh for this host (ulimit -Hn $hard, /sys/fs/cgroup: $cg)"
+      echo "# written by trainbench images/build.sh for this host (ulimit -Hn $hard, -Hu $nproc, /sys/fs/cgroup: $cg)"
       echo "[containers]"
-      [ "$hard" = unlimited ] || echo "default_ulimits = [\"nofile=$hard:$hard\"]"
+      [ ${#limits[@]} -eq 0 ] || echo "default_ulimits = [$(IFS=,; echo "${limits[*]}")]"
       echo "[engine]"
       if [ "$cg" != cgroup2fs ] && command -v runc >/dev/null; then echo 'runtime = "runc"'; fi
     } >"$CONTAINERS_CONF"
@@ -115,53 +122,68 @@ build_one() {
   local dockerfile=images/$name/Dockerfile
   [ -f "$dockerfile" ] || die "no image '$name' (known: $(all_images))"
   local args=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "CREATED=$CREATED")
+  # The same provenance again as labels (and, podman, environment) of the final image: podman 4.3's buildah
+  # reuses a cached LABEL/ENV layer when only a build argument's value changed, so a rebuild of unchanged
+  # sources kept the previous build's revision and date (seen here; tests/images checks them).
+  args+=(--label "org.opencontainers.image.revision=$REVISION" --label "org.opencontainers.image.created=$CREATED"
+    --label "org.opencontainers.image.version=$VERSION")
+  if [ "$ENGINE" = podman ]; then
+    args+=(--env "TRAINBENCH_IMAGE_REVISION=$REVISION" --env "TRAINBENCH_IMAGE_CREATED=$CREATED"
+      --env "TRAINBENCH_IMAGE_VERSION=$VERSION")
+  fi
   local mounts=()
   if [ "$BASE" = local ]; then
-    case " $LOCAL_IMAGES " in *" $name "*) ;; *) die "$name needs its upstream base (BASE=upstream)" ;; esac
+    # the images whose base is a build argument build on it (operator, trainer-cpu: CI; trainer-cuda-blackwell too)
+    grep -q '^ARG BASE_IMAGE=' "$dockerfile" || die "$name needs its upstream base (BASE=upstream)"
     args+=(--build-arg "BASE_IMAGE=$LOCAL_BASE" --build-arg "PYTHON=python3")
   fi
-  if [ -n "${TORCH_WHEELS:-}" ]; then
+  if [ -n "${TORCH_WHEELS:-}" ] && grep -q '^ARG TORCH_WHEELS' "$dockerfile"; then
     [ -d "$TORCH_WHEELS" ] || die "TORCH_WHEELS=$TORCH_WHEELS is not a directory"
     local wheels
     wheels=$(cd "$TORCH_WHEELS" && pwd)
     args+=(--build-arg "TORCH_WHEELS=$wheels")
     mounts+=(-v "$wheels:$wheels:ro")
   fi
-  [ -z "${TORCH_INDEX:-}" ] || args+=(--build-arg "TORCH_INDEX=$TORCH_INDEX")
+  if [ -n "${TORCH_INDEX:-}" ] && grep -q '^ARG TORCH_INDEX' "$dockerfile"; then
+    args+=(--build-arg "TORCH_INDEX=$TORCH_INDEX")
+  fi
   # docker build has no -v: there the host's pip setup and TORCH_WHEELS cannot be mounted
-  if [ "$ENGINE" = docker ]; then
-    mounts=()
-    [ -z "${TORCH_WHEELS:-}" ] || die "TORCH_WHEELS needs podman (docker build cannot mount a host directory)"
+  if [ "$ENGINE" = docker ] && [ ${#mounts[@]} -gt 0 ]; then
+    die "TORCH_WHEELS needs podman (docker build cannot mount a host directory)"
   fi
   log "building $ref from $dockerfile"
   local t0=$SECONDS
   # shellcheck disable=SC2086
   "$ENGINE" build -f "$dockerfile" -t "$ref" "${args[@]}" "${mounts[@]}" "${HOST_PIP_ARGS[@]}" ${BUILD_ARGS:-} .
   log "built $ref in $((SECONDS - t0)) s"
-  BUILT+=("$name=$ref")
+  write_manifest "$name=$ref"
   if [ "$PUSH" = 1 ]; then
     log "pushing $ref"
     "$ENGINE" push "$ref"
   fi
 }
 
+# build/images.json: NAME=REF records an image built now, -NAME forgets one (about to be rebuilt: a failed build
+# must not leave the tests an older image under its name)
 write_manifest() {
   mkdir -p "$(dirname "$MANIFEST")"
-  python3 - "$MANIFEST" "$ENGINE" "${CONTAINERS_CONF:-}" "$BASE" "$REVISION" "$CREATED" "${BUILT[@]}" <<'PY'
+  python3 - "$MANIFEST" "$ENGINE" "${CONTAINERS_CONF:-}" "$BASE" "$REVISION" "$CREATED" "$@" <<'PY'
 import json, subprocess, sys
-path, engine, conf, base, revision, created, *built = sys.argv[1:]
-old = {}
+path, engine, conf, base, revision, created, *items = sys.argv[1:]
+images = {}
 try:
-    old = json.load(open(path)).get("images", {})
+    images = json.load(open(path)).get("images", {})
 except (OSError, ValueError):
     pass
-for item in built:
+for item in items:
+    if item.startswith("-"):
+        images.pop(item[1:], None)
+        continue
     name, ref = item.split("=", 1)
     image_id = subprocess.run([engine, "image", "inspect", "--format", "{{.Id}}", ref],
                               capture_output=True, text=True, check=True).stdout.strip()
-    old[name] = {"ref": ref, "id": image_id, "base": base, "revision": revision, "created": created}
-json.dump({"engine": engine, "containers_conf": conf or None, "images": old}, open(path, "w"), indent=2)
-print(f"images/build.sh: wrote {path}", file=sys.stderr)
+    images[name] = {"ref": ref, "id": image_id, "base": base, "revision": revision, "created": created}
+json.dump({"engine": engine, "containers_conf": conf or None, "images": images}, open(path, "w"), indent=2)
 PY
 }
 
@@ -173,6 +195,10 @@ clean() {
     rm -f "$MANIFEST"
   fi
   "$ENGINE" rmi -f "$LOCAL_BASE" >/dev/null 2>&1 && log "removed $LOCAL_BASE (its tarball stays in $CACHE)" || true
+  if [ "$ENGINE" = podman ]; then  # build containers an interrupted `podman build` left behind
+    "$ENGINE" ps -a --external --format '{{.ID}} {{.Names}}' | awk '$2 ~ /-working-container(-[0-9]+)?$/ {print $1}' |
+      xargs -r "$ENGINE" rm -f >/dev/null 2>&1 || true
+  fi
   "$ENGINE" image prune -f >/dev/null 2>&1 || true
 }
 
@@ -199,9 +225,11 @@ case $cmd in
     podman_conf
     [ "$BASE" != local ] || local_base
     host_pip
-    BUILT=()
+    forget=()
+    for name in $names; do forget+=("-$name"); done
+    write_manifest "${forget[@]}"
     for name in $names; do build_one "$name"; done
-    write_manifest
+    log "built: $names (build/images.json)"
     ;;
   *) die "unknown command '$cmd' (build, base, clean)" ;;
 esac
