@@ -285,3 +285,45 @@ def test_build_script_knows_every_image():
     assert re.search(r'^LOCAL_IMAGES="operator trainer-cpu"$', script, re.M)
     makefile = (ROOT / "Makefile").read_text()
     assert "images/build.sh build operator trainer-cpu" in makefile
+
+
+def _host_pip():
+    spec = importlib.util.spec_from_file_location("host_pip", ROOT / "images" / "host_pip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_host_pip_settings_become_build_args_and_read_only_mounts(tmp_path):
+    """images/host_pip.py: `pip config list` -> --build-arg PIP_*=... and -v PATH:PATH:ro for the local paths
+    (a `.../simple` index is mounted with its parent, where its files are); constraint is not forwarded."""
+    hp = _host_pip()
+    (tmp_path / "mirror" / "simple").mkdir(parents=True)
+    (tmp_path / "wheels").mkdir()
+    ca = tmp_path / "ca.crt"
+    ca.write_text("x")
+    listing = "\n".join(
+        [
+            f"global.cert='{ca}'",
+            "global.constraint='/etc/xdg/pip/constraints.txt'",
+            f"global.extra-index-url='file://{tmp_path}/mirror/simple https://mirror.example/simple'",
+            "global.find-links='/nonexistent/wheels'",
+            f":env:.find-links='{tmp_path}/wheels'",
+            ":env:.default-timeout='180'",
+            "site.index-url='https://ignored.example'",
+        ]
+    )
+    settings = hp.pip_settings(listing)
+    assert settings == {
+        "cert": str(ca),
+        "extra-index-url": f"file://{tmp_path}/mirror/simple https://mirror.example/simple",
+        "find-links": f"{tmp_path}/wheels",  # the environment wins over the file
+        "default-timeout": "180",
+    }
+    args = hp.build_args(settings)
+    pairs = list(zip(args[::2], args[1::2], strict=True))
+    assert ("--build-arg", f"PIP_CERT={ca}") in pairs
+    assert ("--build-arg", "PIP_DEFAULT_TIMEOUT=180") in pairs
+    assert not any("constraint" in v.lower() for _, v in pairs)
+    mounts = sorted(v for f, v in pairs if f == "-v")
+    assert mounts == sorted(f"{p}:{p}:ro" for p in (ca, tmp_path / "mirror", tmp_path / "wheels"))
