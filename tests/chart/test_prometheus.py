@@ -3,8 +3,8 @@ panel's query (variables substituted) returns data, and the chart's rules load a
 
 Parts: Debian `prometheus` (started on a free port with a generated config and a tmp storage dir, 1 s scrape
 interval); `python -m trainbench.trainer --model tiny-qwen3 --device cpu --metrics-port 0 --linger` (rank 0
-serves /metrics); the operator's exporter (operator/metrics.py) served standalone and fed with a finished
-run whose results document is built by the operator's own code (operator/results.py) from the trainer's
+serves /metrics); the operator's exporter (operator/controller/metrics.py) served standalone and fed with a finished
+run whose results document is built by the operator's own code (operator/results/document.py) from the trainer's
 real result JSON.
 """
 

@@ -1,4 +1,4 @@
-"""operator/webhook.py against a real local HTTP server (stdlib http.server on a free port)."""
+"""operator/controller/webhook.py against a real local HTTP server (stdlib http.server on a free port)."""
 
 from __future__ import annotations
 
