@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import get_args
 
 from trainbench.operator import collect
 from trainbench.operator import kube as K
-from trainbench.operator.api import BenchmarkRunSpec
+from trainbench.operator.api import BenchmarkRunSpec, RunPhase
 from trainbench.operator.clock import iso
 from trainbench.operator.controller import failures
 from trainbench.operator.plan import Case
+from trainbench.operator.results.document import result_problem
 from trainbench.operator.results.verdict import regressions
 
+JOB_DELETED = "JobDeleted"  # a case's Job (JobSet) was deleted before its result was collected
+RESULT_FINALIZER = "trainbench.dev/result"  # on a case's Job (JobSet) until the run's results are written
 TERMINAL_CASE_PHASES = ("Succeeded", "Failed", "MetricsUnavailable", "Skipped")
-RUN_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "PartiallyFailed", "Failed")
+RUN_PHASES = get_args(RunPhase)  # declared once, with the CRD's status enum (api.py)
 TERMINAL_RUN_PHASES = ("Succeeded", "PartiallyFailed", "Failed")
 PROGRESS_FIELDS = {"state": "state", "step": "step", "steps_total": "stepsTotal", "tps": "tps", "mfu": "mfu"}
 PROGRESS_FIELDS["step_time"] = "stepTime"
@@ -46,6 +50,9 @@ class Outcome:
     delete_jobs: list[str] = field(default_factory=list)  # Jobs whose case is over but which still hold a slot
     delete_jobsets: list[str] = field(default_factory=list)  # the same for JobSets (their child Jobs go with them)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    # case id -> the objects that launch it (in `create`): the caller records the launch (startedAt, the
+    # CaseLaunched event) only once they exist (created, or 409: already there), else `unlaunch`es the entry
+    launches: dict[str, list[dict]] = field(default_factory=dict)
     all_ended: bool = False  # every case has ended: the results can be written
     write_results: bool = False  # every case has ended and the results ConfigMap is not there: write it
 
@@ -151,6 +158,17 @@ def reconcile(
                     entry.setdefault("finishedAt", _finished_at(jobset, []) or t)
                 else:
                     occupied[case.pool] = occupied.get(case.pool, 0) + 1
+            elif prev.get("startedAt"):
+                # launched (the status records a launch only once its Job existed) and now gone, though the
+                # case had not ended: deleted before its result was collected (by hand, a TTL). Never relaunch.
+                what = f"JobSet {jobset_name}" if jobset_name else f"Job {name}"
+                entry.update(
+                    phase="Failed",
+                    reason=JOB_DELETED,
+                    message=f"{what} was deleted before its result was collected (by hand, or a TTL); "
+                    "the case is not launched again",
+                )
+                entry.setdefault("finishedAt", t)
             elif jobset_name and observed.jobset_api is False:
                 entry.update(
                     phase="Failed",
@@ -181,12 +199,30 @@ def reconcile(
             for src, dst in PROGRESS_FIELDS.items():
                 if progress.get(src) is not None:
                     entry[dst] = progress[src]
+        if prev.get("phase") in TERMINAL_CASE_PHASES:
+            # a case that ended stays ended, as the (freshly read) status recorded it: its Job may be going away
+            # (deleted, its pods gone) and says less now. A Job the case no longer needs is deleted only now,
+            # once the status that says the case ended has been written: a restart, a lost status write or a
+            # stale read never relaunches a case whose Job we deleted
+            entry.update({k: prev[k] for k in ("phase", "reason", "message") if prev.get(k) is not None})
+            entry.setdefault("finishedAt", prev.get("finishedAt") or t)
+            if v.stop_job or (v.terminal and failures.job_condition(job, "Complete") is None and not _ended(job)):
+                if jobset_name:
+                    out.delete_jobsets.append(jobset_name)
+                else:
+                    out.delete_jobs.append(name)
+            entries.append(entry)
+            continue
         if v.terminal:
-            result = collect.parse_result(failures.termination_message(pods[0])) if pods else None
+            result, problem = checked_result(pods[0] if pods else None)
             phase, reason, message = v.phase, v.reason, v.message
             if phase == "MetricsUnavailable" and prev.get("step") is not None and prev.get("tps") is not None:
                 # no final JSON, but the live scrapes saw the case measure: the last scrape stands in
                 phase, reason, message = "Succeeded", None, "no result JSON; metrics from the last scrape"
+            if problem and phase == "Succeeded":  # numbers that are not measurements never reach the table
+                phase, reason, message = "MetricsUnavailable", "MetricsUnavailable", f"invalid result JSON: {problem}"
+                for key in ("tps", "mfu", "stepTime"):
+                    entry.pop(key, None)
             entry["phase"] = phase
             if reason:
                 entry["reason"] = reason
@@ -200,11 +236,7 @@ def reconcile(
             if result and result.get("status") != "failed":
                 entry["state"] = "done"
             entry.setdefault("finishedAt", _finished_at(job, pods) or t)
-            if v.stop_job:
-                if jobset_name:
-                    out.delete_jobsets.append(jobset_name)
-                else:
-                    out.delete_jobs.append(name)
+            # v.stop_job: deleted on a later tick, once this status (the case ended) is written (above)
         else:
             entry["phase"] = v.phase
             if v.message:
@@ -231,11 +263,17 @@ def reconcile(
             )
             if engine == K.ENGINE_JOBSET:
                 obj = K.build_jobset(run, case, **kwargs)
-                out.create.append(obj)
+                objs = [obj]
             else:
                 obj = K.build_job(run, case, **kwargs)
                 svc = K.build_service(run, case, namespace=namespace, suite=suite)
-                out.create += [o for o in (svc, obj) if o is not None]
+                objs = [o for o in (svc, obj) if o is not None]
+            for o in objs:  # kept until the results are written: a TTL or a hand cannot take the result first
+                fin = o["metadata"].setdefault("finalizers", [])
+                if o is obj and RESULT_FINALIZER not in fin:
+                    fin.append(RESULT_FINALIZER)
+            out.create += objs
+            out.launches[case.id] = objs
             what = f"{obj['kind']} {obj['metadata']['name']}"
             entry["startedAt"] = t
             entry["message"] = f"created {what}"
@@ -355,6 +393,31 @@ def finished_status(
     }
 
 
+def _ended(job: dict) -> bool:
+    return failures.job_condition(job, "Failed") is not None or failures.job_condition(job, "Complete") is not None
+
+
+def checked_result(pod: dict | None) -> tuple[dict | None, str | None]:
+    """The trainer's result JSON in a pod's termination message, checked on the way in
+    (`results.document.result_problem`): (result, None), (None, why it is unusable), or (None, None) when the
+    pod left no result JSON."""
+    result = collect.parse_result(failures.termination_message(pod)) if pod else None
+    if result is None:
+        return None, None
+    problem = result_problem(result)
+    return (None, problem) if problem else (result, None)
+
+
+def unlaunch(status: dict, case_id: str, why: str) -> None:
+    """Take back the launch of a case whose objects could not be created (`Outcome.launches`): it stays
+    Pending, with no startedAt, and is launched again on a later tick."""
+    for entry in status.get("cases") or []:
+        if entry.get("id") == case_id:
+            entry.pop("startedAt", None)
+            entry["phase"] = "Pending"
+            entry["message"] = f"launch failed, retried: {why}"[:500]
+
+
 def _finished_at(job: dict, pods: list[dict]) -> str | None:
     st = job.get("status") or {}
     if st.get("completionTime"):
@@ -408,7 +471,7 @@ def outcomes(cases: list[Case], status: dict, observed: Observed) -> dict[str, d
         name = entry.get("job") or K.job_name("", case.id)
         pods = observed.pods.get(name) or []
         pod = pods[0] if pods else {}
-        result = collect.parse_result(failures.termination_message(pod)) if pod else None
+        result, _ = checked_result(pod or None)  # an invalid result is no result (the case is MetricsUnavailable)
         progress = {src: entry.get(dst) for src, dst in PROGRESS_FIELDS.items() if entry.get(dst) is not None}
         if result is None and entry.get("phase") == "Succeeded" and progress.get("tps") is not None:
             result = scrape_result(progress)  # no final JSON: the last scrape stands in (n=1, no spread)
