@@ -39,11 +39,11 @@ class RunContext:
             torch.cuda.synchronize(self.device)
 
     def start_metrics(self) -> Exporter | None:
-        cfg = self.cfg
-        if self.world.is_main and cfg.metrics_port >= 0:
-            labels = {"run": cfg.run, "case": cfg.case, "model": self.spec.name, "type": cfg.type, "pool": cfg.pool}
+        m = self.cfg.metrics
+        if self.world.is_main and m.metrics_port >= 0:
+            labels = {"run": m.run, "case": m.case, "model": self.spec.name, "type": self.cfg.type, "pool": m.pool}
             self.exporter = Exporter(labels)
-            port = self.exporter.serve(cfg.metrics_port)
+            port = self.exporter.serve(m.metrics_port)
             print(c.METRICS_PORT_LINE_PREFIX + str(port), flush=True)
         return self.exporter
 
@@ -62,8 +62,8 @@ def pick_device(cfg: JobConfig, local_rank: int) -> torch.device:
 
 
 def resolve_peak(cfg: JobConfig, device) -> tuple[float, str]:
-    if cfg.peak_tflops:
-        return peak_flops("", cfg.peak_tflops), "override"
+    if cfg.metrics.peak_tflops:
+        return peak_flops("", cfg.metrics.peak_tflops), "override"
     if device.type == "cuda":
         return peak_flops(torch.cuda.get_device_name(device)), "table"
     return CPU_NOMINAL_PEAK_FLOPS, "cpu-nominal"
@@ -73,7 +73,7 @@ def open_context(cfg: JobConfig) -> RunContext:
     """Model, device, world and peak of this rank; refuses (BadConfig) what the layout cannot run."""
     world = env_world()
     try:
-        spec = resolve_model(cfg.model)
+        spec = resolve_model(cfg.build.model)
     except UnknownModelError as e:
         raise BadConfig(str(e)) from None
     device = pick_device(cfg, world.local_rank)

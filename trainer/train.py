@@ -70,7 +70,7 @@ def train(ctx: RunContext) -> dict:
 def build(ctx: RunContext) -> Setup:
     cfg, spec, device, world = ctx.cfg, ctx.spec, ctx.device, ctx.world
     dist_mod.init(world, device)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.training.seed)
     t_build = time.perf_counter()
     layout = get_layout(cfg, world, device)  # --cp / --ep process groups (parallel/)
     impl = build_impl(cfg, spec, device)
@@ -83,7 +83,7 @@ def build(ctx: RunContext) -> Setup:
         )
     loss_module = LossModule(impl, cfg)
     static_bytes = impl.n_params() * 2 + impl.n_trainable() * 6
-    dp = dist_mod.choose_dp(cfg.dp, world, device, list(getattr(impl, "blocks", []) or []), static_bytes)
+    dp = dist_mod.choose_dp(cfg.parallel.dp, world, device, list(getattr(impl, "blocks", []) or []), static_bytes)
     if dp == "fsdp":
         if not getattr(impl, "blocks", None):
             raise BadConfig(f"--dp fsdp: the {impl.name} implementation exposes no transformer blocks to shard")
@@ -95,8 +95,8 @@ def build(ctx: RunContext) -> Setup:
         step_module = loss_module
     params = [p for p in step_module.parameters() if p.requires_grad]
     opt_kw = {"fused": True} if ctx.is_cuda else {}
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, **opt_kw)
-    batches = [layout.shard(b.to(device)) for b in make_batches(cfg, spec, cfg.seed + 1000 * layout.data_rank)]
+    optimizer = torch.optim.AdamW(params, lr=cfg.training.lr, weight_decay=0.0, **opt_kw)
+    batches = [layout.shard(b.to(device)) for b in make_batches(cfg, spec, cfg.training.seed + 1000 * layout.data_rank)]
     return Setup(
         impl=impl,
         layout=layout,
@@ -105,8 +105,12 @@ def build(ctx: RunContext) -> Setup:
         params=params,
         optimizer=optimizer,
         batches=batches,
-        tokens_per_step=cfg.batch_size * cfg.seq_len * layout.data_ranks,  # a CP group trains on one sequence
-        flops_per_token=spec.flops_per_token(cfg.seq_len, cfg.effective_lora_rank, tuple(cfg.lora_targets)),
+        tokens_per_step=cfg.training.batch_size
+        * cfg.training.seq_len
+        * layout.data_ranks,  # a CP group trains on one sequence
+        flops_per_token=spec.flops_per_token(
+            cfg.training.seq_len, cfg.effective_lora_rank, tuple(cfg.build.lora_targets)
+        ),
         meter=open_meter(device.type, device.index or 0, hip=bool(getattr(torch.version, "hip", None))),
     )
 
@@ -114,19 +118,19 @@ def build(ctx: RunContext) -> Setup:
 def run_steps(ctx: RunContext, s: Setup) -> Steps:
     cfg, device, world, exporter = ctx.cfg, ctx.device, ctx.world, ctx.exporter
     layout, meter = s.layout, s.meter
-    accum = cfg.grad_accum
-    total_steps = cfg.warmup_steps + cfg.steps
+    accum = cfg.training.grad_accum
+    total_steps = cfg.training.warmup_steps + cfg.training.steps
     if exporter is not None:
         exporter.set_info(
             {
                 "impl": s.impl.name,
                 "attn": s.impl.attn_backend,
                 "ac": s.impl.ac,
-                "seq_len": cfg.seq_len,
+                "seq_len": cfg.training.seq_len,
                 "world_size": world.size,
                 "data_parallel": s.dp or "none",
-                "cp": cfg.cp,
-                "ep": cfg.ep,
+                "cp": cfg.parallel.cp,
+                "ep": cfg.parallel.ep,
                 "flops_per_token": s.flops_per_token,
                 "peak_flops": ctx.peak,
             }
@@ -135,7 +139,7 @@ def run_steps(ctx: RunContext, s: Setup) -> Steps:
     out = Steps()
     ctx.sync()
     for step in range(1, total_steps + 1):
-        warm = step <= cfg.warmup_steps
+        warm = step <= cfg.training.warmup_steps
         if exporter is not None:
             exporter.set_state("warmup" if warm else "measuring")
         if not warm and out.energy_start is None and meter is not None:
