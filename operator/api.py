@@ -37,6 +37,8 @@ AttnBackend = Literal[ATTN_BACKENDS]  # type: ignore[valid-type]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+SeqLen = Annotated[int, Field(ge=1, le=1048576)]
+Degree = Annotated[int, Field(ge=1, le=1024)]
 
 # a DNS-1123 label (pool names, suites): lowercase alphanumerics and '-', starting and ending alphanumeric
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -45,11 +47,40 @@ DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS1123_SUBDOMAIN_MAX = 253
 CONFIGMAP_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-RESOURCE_NAME = r"^([a-z0-9.-]+/)?[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"
+# Kubernetes' label syntax (apimachinery validation.IsQualifiedName, IsValidLabelValue): a key is an optional
+# DNS-subdomain prefix and '/', then a name of at most 63 alphanumerics, '-', '_' and '.', starting and ending
+# alphanumeric; a value is such a name or empty
+_LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]"
+_DNS_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+LABEL_KEY = rf"^({_DNS_PREFIX}/)?{_LABEL_NAME}$"
+LABEL_KEY_MAX = 253 + 1 + 63
+LABEL_VALUE = rf"^({_LABEL_NAME})?$"
+# an extended resource (IsExtendedResourceName): a domain-qualified name outside kubernetes.io, e.g. nvidia.com/gpu,
+# amd.com/gpu; `cpu`, `memory` or an unqualified name would silently drop the GPU request
+RESOURCE_NAME = rf"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)+/{_LABEL_NAME}$"
 CPU_QUANTITY = r"^[0-9]+(\.[0-9]+)?m?$"
-MEMORY_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+# a memory quantity in MB or more (M, Mi, G, Gi, T, Ti), at least 1M: a pod limit of bytes or KiB cannot run a trainer
+MEMORY_QUANTITY = r"^[1-9][0-9]*(\.[0-9]+)?(Mi|Gi|Ti|M|G|T)$"
+# an image reference (distribution's grammar, simplified): [registry[:port]/]path[:tag][@digest], no whitespace
+IMAGE_REFERENCE = (
+    r"^([A-Za-z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
+IMAGE_REFERENCE_MAX = 512
+# free text shown in reports (pool hardware): letters, digits, spaces and a few punctuation marks, no markdown or
+# HTML control characters (| < > ` * # [ ] \\ newlines)
+DISPLAY_TEXT = r"^[A-Za-z0-9][A-Za-z0-9 ._()/+,:@-]*$"
+DISPLAY_TEXT_MAX = 64
+# a model name, a Hugging Face id or (local executor only) a path to a config.json: no spaces, quotes, braces, NUL
+MODEL_NAME = r"^[A-Za-z0-9._/~-]+$"
+MODEL_NAME_MAX = 256
+INT64_MAX = 2**63 - 1
+MAX_BATCH = 65536  # sequences per optimizer step / per micro-batch
+MAX_DECODE_BATCH = 4096  # sequences decoded at once (generate)
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 INT64 = {"format": "int64"}
+SET = {"x-kubernetes-list-type": "set"}  # a list of distinct values (the API server refuses a duplicate)
 DATE_TIME = {"format": "date-time"}
 
 
@@ -62,31 +93,87 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict:
     return entry
 
 
+class RuleError(ValueError):
+    """A Python check that mirrors a CEL rule, raised with the rule's fieldPath (".operator"), so that the local
+    refusal names the same field as the API server's."""
+
+    def __init__(self, field_path: str, message: str):
+        super().__init__(message)
+        self.field_path = field_path
+
+
 def crd_rules(*rules: dict) -> dict:
     """A model's `json_schema_extra` holding its CEL rules."""
     return {"x-kubernetes-validations": list(rules)}
 
 
 class _Model(BaseModel):
+    # strict: a string is never a number or a boolean ("8192", "true"), as on the API server; no inf/NaN (JSON has
+    # none); unknown fields are refused (the API server under fieldValidation=Strict, kubectl's default)
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, use_attribute_docstrings=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+        strict=True,
+        allow_inf_nan=False,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _int64(cls, data: Any) -> Any:
+        """Integers beyond int64 are refused as on the API server (its integers are int64)."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+                    raise ValueError(f"{key}: {str(value)[:24]}... is out of range (a 64-bit integer)")
+        return data
 
-class Toleration(BaseModel):
-    """A core/v1 Toleration."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, use_attribute_docstrings=True)
-    key: str | None = None
-    """Taint key to tolerate; empty with operator Exists tolerates everything."""
+class Toleration(_Model):
+    """A core/v1 Toleration, with the rules the API server applies to a pod's tolerations (validated here so that a
+    run is refused at admission, not left waiting on a Job whose pods the API server refuses)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_rules(
+            cel(
+                "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+                "operator must be Exists when key is empty",
+                ".operator",
+            ),
+            cel(
+                "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                "value must be empty when operator is Exists",
+                ".value",
+            ),
+            cel(
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "tolerationSeconds requires effect NoExecute",
+                ".tolerationSeconds",
+            ),
+        )
+    )
+    key: str | None = Field(default=None, pattern=rf"^$|{LABEL_KEY}", max_length=LABEL_KEY_MAX)
+    """Taint key to tolerate (a label key); empty with operator Exists tolerates everything."""
     operator: Literal["Exists", "Equal"] | None = None
     """Exists or Equal."""
-    value: str | None = None
-    """Taint value to match with operator Equal."""
+    value: str | None = Field(default=None, pattern=LABEL_VALUE, max_length=63)
+    """Taint value to match with operator Equal (a label value)."""
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match (NoSchedule, PreferNoSchedule, NoExecute); empty matches all."""
-    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds", json_schema_extra=INT64)
+    toleration_seconds: int | None = Field(default=None, json_schema_extra=INT64)
     """With NoExecute, how long the pod stays bound after the taint appears."""
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if not self.key and self.operator != "Exists":
+            raise RuleError(".operator", "operator must be Exists when key is empty")
+        if self.operator == "Exists" and self.value:
+            raise RuleError(".value", "value must be empty when operator is Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise RuleError(".tolerationSeconds", "tolerationSeconds requires effect NoExecute")
+        return self
 
 
 class PersistentVolumeClaimRef(_Model):
@@ -116,6 +203,111 @@ class CompileCache(_Model):
     persistent_volume_claim: PersistentVolumeClaimRef
 
 
+class LocalObjectReference(_Model):
+    """A core/v1 LocalObjectReference (e.g. an image pull Secret)."""
+
+    name: str = Field(pattern=DNS1123_SUBDOMAIN, max_length=DNS1123_SUBDOMAIN_MAX)
+    """Name of the object in the run's namespace."""
+
+
+class EnvVar(BaseModel):
+    """A core/v1 EnvVar (name with value or valueFrom)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True)
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    """Variable name."""
+    value: str | None = None
+    """Value."""
+    value_from: dict[str, Any] | None = Field(
+        default=None, alias="valueFrom", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """Source of the value (core/v1 EnvVarSource: secretKeyRef, configMapKeyRef, fieldRef, ...)."""
+
+
+class VolumeMount(BaseModel):
+    """A core/v1 VolumeMount."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True)
+    name: str = Field(min_length=1)
+    """Name of a volume of the pod (podTemplate.volumes)."""
+    mount_path: str = Field(alias="mountPath", pattern=r"^/")
+    """Absolute path in the trainer container."""
+    sub_path: str | None = Field(default=None, alias="subPath")
+    """Path inside the volume."""
+    read_only: bool | None = Field(default=None, alias="readOnly")
+    """Mount read-only."""
+
+
+class Volume(BaseModel):
+    """A core/v1 Volume: a name and one volume source (persistentVolumeClaim, configMap, secret, hostPath, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, use_attribute_docstrings=True)
+    name: str = Field(pattern=DNS1123_LABEL, max_length=63)
+    """Volume name (a DNS label)."""
+
+
+# any resource name a container may request besides the GPUs: rdma/rdma_shared_device_a, nvidia.com/mig-1g.10gb,
+# hugepages-2Mi, ephemeral-storage
+EXTRA_RESOURCE_NAME = r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$"
+
+
+class ExtraResources(_Model):
+    """Requests and limits added next to the GPUs (e.g. rdma/rdma_shared_device_a: 1, hugepages-2Mi: 1Gi)."""
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    """Extra requests (resource name -> quantity)."""
+    limits: dict[str, str] = Field(default_factory=dict)
+    """Extra limits (resource name -> quantity); an extended resource limit is also its request."""
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not re.match(EXTRA_RESOURCE_NAME, k)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a resource name (e.g. rdma/rdma_shared_device_a)")
+        return value
+
+
+class PodTemplate(_Model):
+    """Settings for the trainer pods of the cases, so they fit the cluster. Set per run (spec.podTemplate) and per
+    pool (spec.pools[].podTemplate); the pool's wins field by field (lists and maps are merged, the pool's entry
+    winning on the same name), and the operator's trainerPods defaults (chart values) come below both."""
+
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
+    """Secrets to pull the trainer image with (a private registry)."""
+    service_account_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN)
+    """ServiceAccount the pods run as."""
+    priority_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN)
+    """PriorityClass of the pods."""
+    runtime_class_name: str | None = Field(default=None, pattern=DNS1123_SUBDOMAIN)
+    """RuntimeClass of the pods (e.g. nvidia)."""
+    affinity: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra pod labels (the operator's own labels win)."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Extra pod annotations."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Extra environment of the trainer container (e.g. NCCL_IB_HCA, NCCL_SOCKET_IFNAME)."""
+    resources: ExtraResources | None = None
+    volumes: list[Volume] = Field(default_factory=list, max_length=16)
+    """Extra volumes of the pods (core/v1 Volume)."""
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, max_length=16)
+    """Extra mounts in the trainer container."""
+
+
+class ModelWeights(_Model):
+    """Real weights of one model (a safetensors file or a directory of them), loaded instead of random weights."""
+
+    persistent_volume_claim: PersistentVolumeClaimRef | None = None
+    """The claim holding the weights, mounted read-only at /weights in the model's trainer pods. Unset: `path` is a
+    local directory (the local executor only)."""
+    path: NonEmptyStr
+    """With persistentVolumeClaim, the path inside the claim (relative); else a local file or directory."""
+
+
 class Pool(_Model):
     """A set of identical GPU nodes."""
 
@@ -125,27 +317,65 @@ class Pool(_Model):
     """GPUs each pod requests (torchrun starts one process per GPU)."""
     nodes: int = Field(default=1, ge=1, le=64)
     """Nodes per case; more than one runs one pod per node that rendezvous through torchrun (spec.multiNode.engine)."""
-    resource_name: str = Field(default="nvidia.com/gpu", pattern=RESOURCE_NAME)
-    """Extended resource that counts GPUs on these nodes, e.g. nvidia.com/gpu or amd.com/gpu."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    """Node labels a case's pod requires (e.g. nvidia.com/gpu.product)."""
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        pattern=RESOURCE_NAME,
+        max_length=LABEL_KEY_MAX,
+        json_schema_extra=crd_rules(
+            cel(
+                "!self.matches('^([^/]*[.])?kubernetes[.]io/')",
+                "must be an extended resource outside the kubernetes.io domain",
+            )
+        ),
+    )
+    """Extended resource that counts GPUs on these nodes: a domain-qualified name such as nvidia.com/gpu or
+    amd.com/gpu (not cpu or memory, which would drop the GPU request)."""
+    node_selector: dict[str, Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        json_schema_extra=crd_rules(
+            cel(f"self.all(k, size(k) <= {LABEL_KEY_MAX} && k.matches('{LABEL_KEY}'))", "keys must be label keys")
+        ),
+    )
+    """Node labels a case's pod requires (e.g. nvidia.com/gpu.product); keys and values in Kubernetes' label
+    syntax."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
     """Tolerations for the pool's taints (core/v1 Toleration)."""
-    image: str = Field(default="ghcr.io/trainbench/trainer-cuda-hopper:0.1.0", min_length=1)
-    """Trainer image for this pool's hardware family."""
-    hardware: str | None = None
-    """Display name in reports (e.g. "H100 HBM3"); default is the GPU the pod saw."""
-    peak_tflops: float | None = Field(default=None, gt=0, alias="peakTFLOPs")
+    image: str = Field(
+        default="ghcr.io/trainbench/trainer-cuda-hopper:0.1.0", pattern=IMAGE_REFERENCE, max_length=IMAGE_REFERENCE_MAX
+    )
+    """Trainer image for this pool's hardware family (an image reference: [registry/]name[:tag][@sha256:digest])."""
+    hardware: str | None = Field(default=None, pattern=DISPLAY_TEXT, max_length=DISPLAY_TEXT_MAX)
+    """Display name in reports (e.g. "H100 HBM3": letters, digits, spaces and ._()/+,:@-, at most 64 characters);
+    default is the GPU the pod saw."""
+    peak_tflops: float | None = Field(default=None, gt=0, le=1e6, alias="peakTFLOPs")
     """Peak dense bf16 TFLOPs per GPU for MFU; overrides the trainer's table."""
-    price_per_gpu_hour: float | None = Field(default=None, ge=0, alias="pricePerGPUHour")
+    price_per_gpu_hour: float | None = Field(default=None, ge=0, le=1e6, alias="pricePerGPUHour")
     """Price of one GPU-hour, for cost columns in the report."""
-    max_concurrent: int = Field(default=1, ge=1)
+    max_concurrent: int = Field(default=1, ge=1, le=1000)
     """At most this many cases run on the pool at the same time."""
-    cpu: str | None = Field(default=None, pattern=CPU_QUANTITY)
+    cpu: str | None = Field(default=None, pattern=CPU_QUANTITY, max_length=32)
     """CPU request and limit of a case's pod (a Kubernetes quantity)."""
-    memory: str | None = Field(default=None, pattern=MEMORY_QUANTITY)
-    """Memory request and limit of a case's pod (a Kubernetes quantity, e.g. 64Gi)."""
+    memory: str | None = Field(default=None, pattern=MEMORY_QUANTITY, max_length=32)
+    """Memory request and limit of a case's pod (a Kubernetes quantity of at least 1M: M, Mi, G, Gi, T, Ti; e.g.
+    64Gi)."""
     compile_cache: CompileCache | None = None
+    pod_template: PodTemplate | None = None
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if len(key) > LABEL_KEY_MAX or not re.match(LABEL_KEY, key):
+                raise ValueError(f"{key[:64]!r}: keys must be label keys")
+        return value
+
+    @field_validator("resource_name")
+    @classmethod
+    def _extended(cls, value: str) -> str:
+        if re.match(r"^([^/]*[.])?kubernetes[.]io/", value):
+            raise ValueError("must be an extended resource outside the kubernetes.io domain")
+        return value
 
     @property
     def gpus(self) -> int:
@@ -155,19 +385,19 @@ class Pool(_Model):
 class CaseSelector(_Model):
     """A partial case."""
 
-    model: str | None = None
+    model: str | None = Field(default=None, pattern=MODEL_NAME, max_length=MODEL_NAME_MAX)
     """Model name."""
     type: BenchType | None = None
     """Training type."""
-    seq_len: int | None = Field(default=None, ge=1)
+    seq_len: int | None = Field(default=None, ge=1, le=1048576)
     """Sequence length."""
     ac: AcMode | None = None
     """Activation checkpointing mode."""
     attn: AttnBackend | None = None
     """Attention backend."""
-    ep: int | None = Field(default=None, ge=1)
+    ep: int | None = Field(default=None, ge=1, le=1024)
     """Expert-parallel degree."""
-    cp: int | None = Field(default=None, ge=1)
+    cp: int | None = Field(default=None, ge=1, le=1024)
     """Context-parallel degree."""
     pool: str | None = Field(default=None, max_length=30)
     """Pool name."""
@@ -183,27 +413,39 @@ class Matrix(_Model):
         )
     )
 
-    models: list[NonEmptyStr] = Field(min_length=1, max_length=32)
-    """Model names (qwen3-0.6b, llama-3.2-1b, ...) or Hugging Face ids (Qwen/Qwen3-0.6B)."""
-    types: list[BenchType] = Field(default_factory=lambda: ["sft-full"], min_length=1)
+    models: list[Annotated[str, Field(min_length=1, pattern=MODEL_NAME, max_length=MODEL_NAME_MAX)]] = Field(
+        min_length=1, max_length=32, json_schema_extra=SET
+    )
+    """Model names (qwen3-0.6b, llama-3.2-1b, ...) or Hugging Face ids (Qwen/Qwen3-0.6B); the local executor also
+    takes a path to a config.json."""
+    types: list[BenchType] = Field(default_factory=lambda: ["sft-full"], min_length=1, json_schema_extra=SET)
     """Benchmark types. sft-full, rl-full (full fine-tuning), rl-lora (training), generate (decoding speed) or verify
     (C++ code generation, pass@k)."""
-    seq_lens: list[PositiveInt] = Field(default_factory=lambda: [8192], min_length=1)
+    seq_lens: list[SeqLen] = Field(default_factory=lambda: [8192], min_length=1, max_length=32, json_schema_extra=SET)
     """Packed sequence lengths in tokens."""
-    ac: list[AcMode] = Field(default_factory=lambda: ["recompute"], min_length=1)
+    ac: list[AcMode] = Field(default_factory=lambda: ["recompute"], min_length=1, json_schema_extra=SET)
     """Activation checkpointing modes."""
-    attn: list[AttnBackend] = Field(default_factory=lambda: ["auto"], min_length=1)
+    attn: list[AttnBackend] = Field(default_factory=lambda: ["auto"], min_length=1, json_schema_extra=SET)
     """Attention backends."""
-    ep: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
+    ep: list[Degree] = Field(default_factory=lambda: [1], min_length=1, max_length=16, json_schema_extra=SET)
     """Expert-parallel degrees (mixture-of-experts models only)."""
-    cp: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
+    cp: list[Degree] = Field(default_factory=lambda: [1], min_length=1, max_length=16, json_schema_extra=SET)
     """Context-parallel degrees."""
-    pools: list[Annotated[str, Field(max_length=30)]] | None = Field(default=None, max_length=16)
+    pools: list[Annotated[str, Field(max_length=30)]] | None = Field(default=None, max_length=16, json_schema_extra=SET)
     """Pools to run the matrix on; default every pool in spec.pools."""
     include: list[CaseSelector] = Field(default_factory=list, max_length=64)
     """Extra cases; unset fields take the first value of the matrix list."""
     exclude: list[CaseSelector] = Field(default_factory=list, max_length=64)
-    """Cases to drop; an entry matches a case when every field it sets is equal."""
+    """Cases to drop; an entry matches a case when every field it sets is equal (its model and pool must be in the
+    matrix)."""
+
+    @field_validator("models", "types", "seq_lens", "ac", "attn", "ep", "cp", "pools")
+    @classmethod
+    def _distinct(cls, value: list | None) -> list | None:
+        for i, item in enumerate(value or []):
+            if item in value[:i]:
+                raise RuleError(f"[{i}]", f"duplicate value {item!r}")
+        return value
 
 
 class Lora(_Model):
@@ -211,22 +453,34 @@ class Lora(_Model):
 
     rank: int = Field(default=16, ge=1, le=1024)
     """LoRA rank r."""
-    alpha: float = Field(default=32, gt=0)
+    alpha: float = Field(default=32, gt=0, le=1e6)
     """LoRA alpha (scaling = alpha / rank)."""
-    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1)
-    """Module names LoRA adapts."""
+    targets: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]] = Field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS), min_length=1, max_length=16, json_schema_extra=SET
+    )
+    """Module names LoRA adapts (each must name linear layers of every rl-lora model)."""
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct(cls, value: list) -> list:
+        for i, item in enumerate(value):
+            if item in value[:i]:
+                raise RuleError(f"[{i}]", f"duplicate value {item!r}")
+        return value
 
 
 class Generate(_Model):
     """Settings of the generate cases (decoding speed; seqLen is the prompt length)."""
 
-    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: list(GENERATE_BATCH_SIZES), min_length=1)
-    """Decode batch sizes, each measured on its own."""
+    batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_DECODE_BATCH)]] = Field(
+        default_factory=lambda: list(GENERATE_BATCH_SIZES), min_length=1, max_length=16, json_schema_extra=SET
+    )
+    """Decode batch sizes, each measured on its own (at most 4096)."""
     new_tokens: int = Field(default=GENERATE_NEW_TOKENS, ge=1, le=65536)
-    """Tokens generated per sequence."""
-    temperature: float = Field(default=1.0, ge=0)
+    """Tokens generated per sequence (seqLen + newTokens must fit the model's context)."""
+    temperature: float = Field(default=1.0, ge=0, le=10)
     """Sampling temperature (0 is greedy)."""
-    no_cache_batch: int = Field(default=1, ge=0)
+    no_cache_batch: int = Field(default=1, ge=0, le=MAX_DECODE_BATCH)
     """Batch size also decoded without a KV cache for the speed-up (0 skips it)."""
 
 
@@ -236,14 +490,14 @@ class Verify(_Model):
     samples: int = Field(default=VERIFY_SAMPLES, ge=1, le=1024)
     """Samples per prompt (n of pass@k)."""
     new_tokens: int = Field(default=512, ge=1, le=65536)
-    """Tokens generated per sample."""
-    temperature: float = Field(default=0.8, ge=0)
+    """Tokens generated per sample (must fit the model's context)."""
+    temperature: float = Field(default=0.8, ge=0, le=10)
     """Sampling temperature (0 is greedy)."""
     raft_cycles: int = Field(default=0, ge=0, le=100)
     """RAFT cycles after the first evaluation (keep passing samples, fine-tune on them, evaluate again)."""
     run_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
     """Wall-clock and CPU limit of each compiled program."""
-    run_memory_mib: int = Field(default=256, ge=16)
+    run_memory_mib: int = Field(default=256, ge=16, le=65536)
     """Address-space limit of each compiled program in MiB."""
 
 
@@ -292,15 +546,15 @@ class Thresholds(_Model):
 
     default: float = Field(default=5.0, gt=0, le=100)
     """Threshold for metrics without their own."""
-    mfu: float | None = Field(default=None, gt=0)
+    mfu: float | None = Field(default=None, gt=0, le=1000)
     """Threshold for MFU."""
-    tps: float | None = Field(default=None, gt=0)
+    tps: float | None = Field(default=None, gt=0, le=1000)
     """Threshold for tokens per second."""
-    step_time: float | None = Field(default=None, gt=0)
+    step_time: float | None = Field(default=None, gt=0, le=1000)
     """Threshold for step time."""
-    peak_memory: float | None = Field(default=None, gt=0)
+    peak_memory: float | None = Field(default=None, gt=0, le=1000)
     """Threshold for peak memory."""
-    tokens_per_joule: float | None = Field(default=None, gt=0)
+    tokens_per_joule: float | None = Field(default=None, gt=0, le=1000)
     """Threshold for tokens per joule."""
 
     def for_metric(self, metric: str) -> float:
@@ -325,6 +579,11 @@ class BenchmarkRunSpec(_Model):
                 "matrix.include[].pool may only name pools defined in spec.pools",
                 ".matrix.include",
             ),
+            cel(
+                "self.matrix.exclude.all(x, !has(x.pool) || self.pools.exists(p, p.name == x.pool))",
+                "matrix.exclude[].pool may only name pools defined in spec.pools",
+                ".matrix.exclude",
+            ),
         )
     )
 
@@ -339,26 +598,34 @@ class BenchmarkRunSpec(_Model):
     """Measured optimizer steps per case (after the warm-up steps)."""
     warmup_steps: int = Field(default=1, ge=0, le=1000)
     """Warm-up steps per case, excluded from the statistics."""
-    micro_batch: int = Field(default=1, ge=1)
+    micro_batch: int = Field(default=1, ge=1, le=MAX_BATCH)
     """Sequences per forward/backward pass."""
-    batch_size: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=1, ge=1, le=MAX_BATCH)
     """Sequences per optimizer step (gradient accumulation = batchSize / microBatch)."""
     compile: bool = False
     """torch.compile the model."""
     auto_micro_batch: bool = False
     """Training cases run the largest micro-batch that fits (found by a search, cached per model, GPU and seqLen);
     microBatch is then ignored."""
-    memory_limit_gib: float | None = Field(default=None, gt=0)
+    memory_limit_gib: float | None = Field(default=None, gt=0, le=100000)
     """With autoMicroBatch, the memory in GiB the micro-batch must fit in (default the GPU's)."""
     generate: Generate = Field(default_factory=Generate)
     verify: Verify = Field(default_factory=Verify)
-    timeout_seconds: int = Field(default=3600, ge=30)
-    """Wall-clock limit of each case's Job (activeDeadlineSeconds); a case past it fails with Timeout."""
+    timeout_seconds: int = Field(default=3600, ge=30, le=MAX_TIMEOUT_SECONDS)
+    """Wall-clock limit of each case's Job (activeDeadlineSeconds; at most 7 days); a case past it fails with
+    Timeout."""
     suspend: bool = False
     """Stop launching new cases; running and finished cases are kept."""
     queue_name: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)
     """Kueue LocalQueue; Jobs get the kueue.x-k8s.io/queue-name label and start suspended for Kueue to admit."""
     multi_node: MultiNode = Field(default_factory=MultiNode)
+    cancel: bool = False
+    """Stop the run: running cases are stopped (their Jobs deleted) and marked Cancelled, cases not started are
+    Cancelled, and the results and report of what finished are written."""
+    pod_template: PodTemplate | None = None
+    weights: dict[NonEmptyStr, ModelWeights] = Field(default_factory=dict, max_length=32)
+    """Real weights per model (its name or Hugging Face id, as in matrix.models); models not named run with random
+    weights."""
     baseline: Baseline = Field(default_factory=Baseline)
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
@@ -367,14 +634,21 @@ class BenchmarkRunSpec(_Model):
         names = [p.name for p in self.pools]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"pools: duplicate pool name(s) {dup}")
+            raise RuleError(".pools", f"pool names must be unique: duplicate pool name(s) {dup}")
         if self.batch_size % self.micro_batch:
-            raise ValueError(f"batchSize ({self.batch_size}) must be a multiple of microBatch ({self.micro_batch})")
+            raise RuleError(
+                ".batchSize", f"batchSize ({self.batch_size}) must be a multiple of microBatch ({self.micro_batch})"
+            )
+        for i, x in enumerate(self.matrix.exclude):
+            if x.pool is not None and x.pool not in names:
+                raise RuleError(
+                    f".matrix.exclude[{i}].pool", f"unknown pool {x.pool!r}; defined: {', '.join(names)}"
+                )
         return self
 
 
-RunPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "PartiallyFailed", "Failed"]
-CasePhase = Literal["Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped"]
+RunPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "PartiallyFailed", "Failed", "Cancelled"]
+CasePhase = Literal["Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped", "Cancelled"]
 
 
 class Condition(_Model):
@@ -412,7 +686,7 @@ class CaseStatus(_Model):
     job_set: str | None = None
     """JobSet name (multiNode.engine JobSet only)."""
     phase: CasePhase | None = None
-    """Pending, Running, Succeeded, Failed, MetricsUnavailable or Skipped."""
+    """Pending, Running, Succeeded, Failed, MetricsUnavailable, Skipped or Cancelled."""
     reason: str | None = None
     """Failure reason (OOMKilled, Unschedulable, Timeout, ImagePullBackOff, Evicted, Error, JobSetUnavailable, ...)."""
     message: str | None = None
@@ -441,7 +715,7 @@ class BenchmarkRunStatus(_Model):
     """What the operator observed; written by the operator only."""
 
     phase: RunPhase | None = None
-    """Pending, Running, Suspended, Succeeded, PartiallyFailed or Failed (an invalid spec is Failed, with condition
+    """Pending, Running, Suspended, Succeeded, PartiallyFailed, Failed or Cancelled (an invalid spec is Failed, with condition
     SpecValid=False naming the field)."""
     message: str | None = None
     """Human-readable summary of the phase."""
@@ -496,7 +770,7 @@ PRINTER_COLUMNS = [
         "name": "Phase",
         "type": "string",
         "jsonPath": ".status.phase",
-        "description": "Pending, Running, Suspended, Succeeded, PartiallyFailed or Failed (an invalid spec is Failed).",
+        "description": "Pending, Running, Suspended, Succeeded, PartiallyFailed, Failed or Cancelled (an invalid spec is Failed).",
     },
     {
         "name": "Cases",
@@ -530,7 +804,8 @@ class SpecError(ValueError):
 
 
 def parse_spec(spec: dict) -> BenchmarkRunSpec:
-    """Validate a BenchmarkRun's `spec`; raise SpecError naming the first bad field."""
+    """Validate a BenchmarkRun's `spec` exactly as the CRD does (strict types, bounds, patterns, the CEL rules'
+    Python mirrors, unknown fields refused); raise SpecError naming the first bad field."""
     if not isinstance(spec, dict):
         raise SpecError("spec", "must be an object")
     try:
@@ -539,6 +814,21 @@ def parse_spec(spec: dict) -> BenchmarkRunSpec:
         err = e.errors()[0]
         loc = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleError):  # the field the matching CEL rule names
+            loc += cause.field_path
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        raise SpecError(loc, msg) from None
+        elif "input" in err and err["type"].endswith(("_type", "_parsing", "finite_number")):
+            msg = f"{msg} (got {_shown(err['input'])})"
+        raise SpecError(loc, _one_line(msg)) from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."

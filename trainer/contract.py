@@ -110,7 +110,7 @@ OM_RESULT_VER_PASS_AT_K = "trainbench_result_verify_pass_at_k"  # gauge{RESULT_L
 OM_RESULT_VER_COMPILE_RATE = "trainbench_result_verify_compile_rate"  # gauge{RESULT_LABELS}: the last cycle's
 
 # --- case phases and failure reasons (status, results.json, report) ------------------------------------
-CASE_PHASES = ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped")
+CASE_PHASES = ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped", "Cancelled")
 FAILURE_REASONS = (
     "OOMKilled",  # the container was killed by the kernel's OOM killer (host memory)
     "OutOfMemory",  # the trainer hit a device out-of-memory error (exit EXIT_OOM)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -73,9 +74,36 @@ def classify_error(exc: BaseException) -> tuple[int, str, str] | None:
 # --- the schema ------------------------------------------------------------------------------------------------------
 
 
+# what the image says about itself (images/*/Dockerfile: the OCI labels revision/created/... as environment)
+IMAGE_ENV = {
+    "image_revision": "TRAINBENCH_IMAGE_REVISION",
+    "image_created": "TRAINBENCH_IMAGE_CREATED",
+    "image_version": "TRAINBENCH_IMAGE_VERSION",
+    "image_title": "TRAINBENCH_IMAGE_TITLE",
+}
+# the environment keys a 4 KiB termination message keeps when the rest of the environment does not fit
+PROVENANCE_KEYS = ("image_revision", "image_created", "node", "torch", "cuda", "driver")
+
+
+def _versions() -> dict:
+    out: dict = {"cudnn": None, "nccl": None}
+    with contextlib.suppress(Exception):
+        out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    try:
+        if torch.cuda.is_available() and hasattr(torch.cuda, "nccl"):
+            v = torch.cuda.nccl.version()
+            out["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    except Exception:
+        pass
+    return out
+
+
 def environment(device) -> dict:
+    """What ran: host and node, the image (its revision and build date), library versions, the GPU, its driver,
+    clocks and power limit (health.snapshot)."""
     env = {
         "hostname": socket.gethostname(),
+        "node": os.environ.get("NODE_NAME") or None,  # the Kubernetes node (the Job's downward API)
         "gpu_name": None,
         "gpu_count": 0,
         "driver": None,
@@ -83,15 +111,26 @@ def environment(device) -> dict:
         "cuda": torch.version.cuda,
         "hip": getattr(torch.version, "hip", None),
         "python": platform.python_version(),
+        **_versions(),
     }
-    for pkg in ("transformers", "peft"):
+    for key, var in IMAGE_ENV.items():
+        env[key] = os.environ.get(var) or None
+    for pkg, mod in (("transformers", "transformers"), ("peft", "peft"), ("flash_attn", "flash_attn")):
         try:
-            env[pkg] = __import__(pkg).__version__
+            env[pkg] = __import__(mod).__version__
         except Exception:
             env[pkg] = None
     if device.type == "cuda":
         env["gpu_name"] = torch.cuda.get_device_name(device)
         env["gpu_count"] = torch.cuda.device_count()
+        try:
+            from trainbench.trainer.health import snapshot
+
+            gpu = snapshot(device.index or 0).get("gpu") or {}
+            for key in ("sm_clock_max_mhz", "mem_clock_max_mhz", "power_limit_w"):
+                env[key] = gpu.get(key)
+        except Exception:
+            pass
     return env
 
 
@@ -134,7 +173,10 @@ def for_termination_log(result: dict, limit: int = TERMINATION_LOG_LIMIT) -> str
     text = compact(r)
     if len(text.encode()) <= limit:
         return text
-    r.pop("environment", None)
+    env = r.pop("environment", None) or {}
+    kept = {k: env[k] for k in PROVENANCE_KEYS if env.get(k) is not None}
+    if kept:  # what ran (the image's commit above all) outlives the rest of the environment
+        r["environment"] = kept
     keep = ("model", "type", "seq_len", "ac", "attn", "ep", "cp", "case", "run", "pool")
     r["config"] = {k: v for k, v in r.get("config", {}).items() if k in keep}
     text = compact(r)
