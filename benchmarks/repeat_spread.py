@@ -31,7 +31,7 @@ def run_once(row: str, args) -> dict:
     model, typ, seq, *flags = row.split(":")
     cmd = [sys.executable, "-m", "trainbench.trainer", "--model", model, "--type", typ, "--seq-len", seq]
     cmd += ["--steps", str(args.steps), "--warmup-steps", str(args.warmup), "--metrics-port", "-1"]
-    cmd += ["--device", args.device]
+    cmd += ["--device", args.device, "--json"]  # the TRAINBENCH_RESULT line on stdout
     if args.compile and "eager" not in flags:
         cmd.append("--compile")
     t0 = time.time()

@@ -6,8 +6,8 @@
                          --dry-run: dryrun.py
 
 `run_bench(cfg) -> dict` runs one case in-process (under torchrun: one call per rank) and returns the result dict
-that `main` also prints as the last stdout line (`TRAINBENCH_RESULT <json>`), writes to `--output` and to
-/dev/termination-log (result.py). Measurement of the training types: train.py.
+that `main` writes to `--output` and to /dev/termination-log (result.py); stdout gets the human table, or with
+`--json` the last stdout line `TRAINBENCH_RESULT <json>` (the table then goes to stderr). Measurement of the training types: train.py.
 """
 
 from __future__ import annotations
@@ -53,13 +53,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         code, reason, message = kind
         print(f"trainbench bench: {reason}: {message}", file=sys.stderr, flush=True)
-        write_outputs(failed_result(cfg, reason, message), cfg, is_main)
+        # --json unknown when the command line itself was refused: look for it
+        line = cfg.json_line if cfg is not None else "--json" in (sys.argv[1:] if argv is None else argv)
+        write_outputs(failed_result(cfg, reason, message), cfg, is_main, line=line)
         return code
     if is_main:
+        human = sys.stderr if cfg.json_line else sys.stdout  # --json: stdout is for the result line
         if result.get("status") == "dry-run":
-            print(json.dumps({k: v for k, v in result.items() if k != "schema"}, indent=1, default=str))
+            print(json.dumps({k: v for k, v in result.items() if k != "schema"}, indent=1, default=str), file=human)
         else:
-            print(type_table(result), flush=True)
+            print(type_table(result), file=human, flush=True)
     write_outputs(result, cfg, is_main)
     if exporter is not None:
         if cfg.linger > 0:

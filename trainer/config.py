@@ -146,7 +146,7 @@ SECTIONS = {
     "verify": VerifyConfig,
 }
 _OWNER = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
-_JOB_FIELDS = ("type", "device", "output", "dry_run", "extra")
+_JOB_FIELDS = ("type", "device", "output", "dry_run", "json_line", "extra")
 # the result's "config" block: every option under its CLI name, in this order (the schema the operator reads)
 FLAT_ORDER = (
     "model", "type", "seq_len", "ac", "attn", "ep", "cp", "steps", "warmup_steps", "micro_batch", "batch_size",
@@ -178,6 +178,7 @@ class JobConfig:
         device: str = "auto",
         output: str | None = None,
         dry_run: bool = False,
+        json_line: bool = False,  # --json: the result line on stdout, the table on stderr
         extra: dict | None = None,
         **kw,
     ):
@@ -185,6 +186,7 @@ class JobConfig:
         object.__setattr__(self, "device", device)
         object.__setattr__(self, "output", output)
         object.__setattr__(self, "dry_run", dry_run)
+        object.__setattr__(self, "json_line", json_line)
         object.__setattr__(self, "extra", dict(extra or {}))
         flat = {section: {} for section in SECTIONS}
         for name, value in kw.items():
@@ -295,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, choices=DEVICES)
     p.add_argument("--impl", default=d.impl, choices=IMPLS)
     p.add_argument("--output", default=None, help="write the result JSON here")
+    p.add_argument(
+        "--json",
+        dest="json_line",
+        action="store_true",
+        help="machine output: stdout's last line is `TRAINBENCH_RESULT <json>`, the table goes to stderr",
+    )
     p.add_argument("--dry-run", action="store_true", help="resolve and print the configuration on the meta device")
     p.add_argument("--weights", default=None, help="local safetensors file or directory to load")
     p.add_argument("--seed", type=int, default=d.seed)

@@ -218,7 +218,9 @@ def slim_for_log(result: dict) -> dict:
     return r
 
 
-def write_outputs(result: dict, cfg: JobConfig | None, is_main: bool = True) -> None:
+def write_outputs(result: dict, cfg: JobConfig | None, is_main: bool = True, line: bool | None = None) -> None:
+    """The --output file, the termination message and, with --json (`line`; default cfg.json_line), the
+    `TRAINBENCH_RESULT <json>` line on stdout."""
     if not is_main:
         return
     if cfg is not None and cfg.output:
@@ -233,7 +235,10 @@ def write_outputs(result: dict, cfg: JobConfig | None, is_main: bool = True) -> 
                 f.write(for_termination_log(result))
         except OSError:
             pass
-    print(c.RESULT_LINE_PREFIX + compact(result), flush=True)
+    if line is None:
+        line = bool(cfg is not None and cfg.json_line)
+    if line:
+        print(c.RESULT_LINE_PREFIX + compact(result), flush=True)
 
 
 # --- the training table -------------------------------------------------------------------------------------------

@@ -62,5 +62,5 @@ def test_run_without_local_submits_the_benchmarkrun(api, capsys, tmp_path):
         "trainbench.dev", "v1alpha1", "default", "benchmarkruns", "cpu-smoke"
     )
     assert obj["spec"]["matrix"]["models"] == ["tiny-qwen3"]
-    assert cli(["run", str(path)]) == 2  # already there: the API's answer, in one line
-    assert "cannot submit BenchmarkRun 'cpu-smoke'" in capsys.readouterr().err
+    assert cli(["run", str(path)]) == 1  # already there: one line that says what to do
+    assert "BenchmarkRun 'cpu-smoke' already exists in namespace default" in capsys.readouterr().err

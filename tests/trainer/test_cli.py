@@ -44,13 +44,14 @@ def test_subprocess_run_prints_table_and_result_and_writes_output(tmp_path):
     out = tmp_path / "sub" / "result.json"
     p = run_cli(
         [*TINY, "--type", "rl-full", "--ac", "recompute", "--output", str(out), "--case", "c1", "--run-name", "r1"]
+        + ["--json"]
     )
     assert p.returncode == 0, p.stderr
     res = result_line(p.stdout)
     assert json.loads(out.read_text()) == res
     assert res["status"] == "ok" and res["config"]["case"] == "c1" and res["config"]["run"] == "r1"
     assert res["config"]["model"] == "tiny-qwen3" and res["config"]["hf_name"] == "trainbench/tiny-qwen3"
-    assert "MFU" in p.stdout and "TPS" in p.stdout  # the readable table
+    assert "MFU" in p.stderr and "TPS" in p.stderr  # the readable table (on stderr with --json)
     env = res["environment"]
     assert env["torch"] == torch.__version__ and env["gpu_count"] == 0 and env["python"]
     assert "Traceback" not in p.stderr
@@ -59,7 +60,7 @@ def test_subprocess_run_prints_table_and_result_and_writes_output(tmp_path):
 def test_trainbench_bench_command_dry_run():
     p = subprocess.run(
         [sys.executable, "-m", "trainbench.cli", "bench", "--model", "Qwen/Qwen3-4B", "--type", "rl-lora"]
-        + ["--seq-len", "16384", "--dry-run", "--peak-tflops", "989"],
+        + ["--seq-len", "16384", "--dry-run", "--peak-tflops", "989", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -72,7 +73,7 @@ def test_trainbench_bench_command_dry_run():
 
 def test_unknown_model_is_exit_2_with_one_line_and_failed_json(tmp_path):
     out = tmp_path / "r.json"
-    p = run_cli(["--model", "no-such-model", "--output", str(out)])
+    p = run_cli(["--model", "no-such-model", "--output", str(out), "--json"])
     assert p.returncode == c.EXIT_BAD_CONFIG
     lines = error_lines(p.stderr)
     assert len(lines) == 1 and "BadConfig" in lines[0] and "no-such-model" in lines[0]
@@ -140,7 +141,7 @@ def test_real_host_oom_is_exit_3():
 
     p = run_cli(
         ["--model", "tiny-qwen3", "--seq-len", "32768", "--ac", "none", "--attn", "eager", "--steps", "1"]
-        + ["--warmup-steps", "0", "--metrics-port", "-1", "--device", "cpu", "--docs-per-seq", "1"],
+        + ["--warmup-steps", "0", "--metrics-port", "-1", "--device", "cpu", "--docs-per-seq", "1", "--json"],
         preexec_fn=cap,
     )
     assert p.returncode == c.EXIT_OOM, p.stderr[-2000:]
@@ -153,7 +154,7 @@ def test_termination_log_of_a_real_run_holds_the_summary_within_4k(tmp_path):
     term.write_text("")  # exists, as the kubelet's file does
     p = subprocess.run(
         [sys.executable, "-m", "trainbench.trainer", "--model", "tiny-qwen3", "--steps", "60", "--seq-len", "64"]
-        + ["--warmup-steps", "1", "--device", "cpu", "--metrics-port", "-1", "--docs-per-seq", "2"],
+        + ["--warmup-steps", "1", "--device", "cpu", "--metrics-port", "-1", "--docs-per-seq", "2", "--json"],
         capture_output=True,
         text=True,
         timeout=120,

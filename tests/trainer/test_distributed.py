@@ -27,7 +27,7 @@ def torchrun(tmp_path, dp: str, extra=()) -> tuple[dict, str]:
     args = [exe, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
     args += ["-m", "trainbench.trainer", "--model", "tiny-qwen3", "--seq-len", "128", "--steps", "3"]
     args += ["--warmup-steps", "1", "--device", "cpu", "--metrics-port", "0", "--batch-size", "2"]
-    args += ["--micro-batch", "1", "--output", str(out), "--dp", dp, *extra]
+    args += ["--micro-batch", "1", "--output", str(out), "--dp", dp, "--json", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     p = subprocess.run(args, capture_output=True, text=True, timeout=180, env=env)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -36,6 +36,7 @@ def test_scrape_during_and_after_a_real_run(tmp_path):
     args = [sys.executable, "-m", "trainbench.trainer", "--model", "tiny-qwen3", "--type", "rl-full"]
     args += ["--seq-len", "2048", "--steps", "6", "--warmup-steps", "2", "--device", "cpu", "--ac", "recompute"]
     args += ["--metrics-port", "0", "--linger", "30", "--case", "case-a", "--run-name", "run-1", "--pool", "cpu"]
+    args += ["--json"]  # the result line on stdout marks the end
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1")
     )
