@@ -562,6 +562,54 @@ class Thresholds(_Model):
         return self.default if value is None else value
 
 
+GIT_BRANCH = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+
+
+class PullRequest(_Model):
+    """A pull request from publish.branch into base, opened (or an open one reused) through the forge's REST API
+    (GitHub's POST /repos/{owner}/{repo}/pulls; GitHub Enterprise and Gitea/Forgejo serve the same call)."""
+
+    base: str = Field(default="main", pattern=GIT_BRANCH, max_length=255)
+    """Branch the pull request targets; a publish branch that does not exist yet starts from it."""
+    api: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=512)
+    """The forge's API URL (default https://api.github.com for github.com, else https://HOST/api/v3)."""
+    title: str | None = Field(default=None, max_length=256)
+    """The pull request's title (default "trainbench: SUITE results (RUN)")."""
+
+
+class Publish(_Model):
+    """Commit the finished run's report.md and results.json to a branch of a git repository (once per run; the
+    outcome is recorded on the results ConfigMap and the webhook message links to the report)."""
+
+    repo: str = Field(pattern=r"^((https?|ssh|git|file)://[^\s]+|[^@\s/:]+@[^\s:]+:[^\s]+)$", max_length=512)
+    """Repository URL: https://host/owner/repo.git, ssh://git@host/owner/repo.git, git@host:owner/repo.git or file://."""
+    branch: str = Field(default="trainbench-results", pattern=GIT_BRANCH, max_length=255)
+    """Branch the commit goes to (created when missing)."""
+    path: str = Field(default="benchmarks/{suite}", min_length=1, max_length=255)
+    """Folder in the repository for report.md and results.json; {suite}, {run} and {date} are filled in."""
+    secret_ref: LocalObjectReference | None = None
+    """Secret in the run's namespace with the credentials: keys username and token (HTTPS; the token also opens
+    the pull request), or ssh-privatekey (and known_hosts) for ssh URLs."""
+    pull_request: PullRequest | None = None
+    report_url_template: str | None = Field(default=None, max_length=1024)
+    """The report link of the webhook message; {web} {branch} {commit} {path} {file} {suite} {run} {date} are
+    filled in (default: the forge's URL of the committed report.md, for github.com and GitLab hosts)."""
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        if ".." in value.split("/") or ".git" in value.split("/"):
+            raise ValueError("must stay inside the repository (no .. or .git)")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if ".." in value or "//" in value or value.endswith(("/", ".", ".lock")):
+            raise ValueError(f"{value!r} is not a valid git branch name")
+        return value
+
+
 class BenchmarkRunSpec(_Model):
     """What to benchmark, where, and how to judge the numbers."""
 
@@ -628,6 +676,7 @@ class BenchmarkRunSpec(_Model):
     weights."""
     baseline: Baseline = Field(default_factory=Baseline)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    publish: Publish | None = None
 
     @model_validator(mode="after")
     def _cross(self):
@@ -641,9 +690,7 @@ class BenchmarkRunSpec(_Model):
             )
         for i, x in enumerate(self.matrix.exclude):
             if x.pool is not None and x.pool not in names:
-                raise RuleError(
-                    f".matrix.exclude[{i}].pool", f"unknown pool {x.pool!r}; defined: {', '.join(names)}"
-                )
+                raise RuleError(f".matrix.exclude[{i}].pool", f"unknown pool {x.pool!r}; defined: {', '.join(names)}")
         return self
 
 
