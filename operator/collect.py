@@ -13,6 +13,7 @@ Torch-free and Kubernetes-free on purpose.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import urllib.error
 import urllib.request
@@ -87,7 +88,10 @@ def parse_metrics(text: str) -> dict:
             if name in _GAUGES:
                 key = _GAUGES[name]
                 value = sample.value
-                progress[key] = int(value) if key in _INTS and value == value else value
+                if not math.isfinite(value) or value < 0:  # NaN, +Inf, a negative gauge: no reading
+                    progress[key] = None
+                    continue
+                progress[key] = int(value) if key in _INTS else value
             elif name == C.M_STATE and sample.value == 1:
                 progress["state"] = sample.labels.get(C.M_STATE)
     return progress

@@ -18,6 +18,7 @@ from trainbench.operator import kube as K
 
 log = logging.getLogger("trainbench.operator")
 
+JSON_PATCH = "application/json-patch+json"
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -123,6 +124,24 @@ class Api:
                 return None
             raise
 
+    def read_custom(self, group: str, version: str, plural: str, ns: str, name: str) -> dict | None:
+        """A custom object read through the API (not a watch cache); None when it is gone."""
+        try:
+            r = self.custom.get_namespaced_custom_object(group, version, ns, plural, name, _preload_content=False)
+            return self._json(r)
+        except self.client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_custom_status(self, group: str, version: str, plural: str, ns: str, name: str, status: dict) -> dict:
+        """A JSON merge patch of a custom object's status subresource (keys set to None are removed)."""
+        r = self.custom.patch_namespaced_custom_object_status(
+            group, version, ns, plural, name, {"status": status},
+            _content_type="application/merge-patch+json", _preload_content=False,
+        )  # fmt: skip
+        return self._json(r)
+
     def pod_log(self, ns: str, name: str, lines: int) -> str:
         try:
             r = self.core.read_namespaced_pod_log(
@@ -169,6 +188,31 @@ class Api:
     def annotate_configmap(self, ns: str, name: str, annotations: dict[str, str]) -> None:
         body = {"metadata": {"annotations": annotations}}
         self.core.patch_namespaced_config_map(name, ns, body, _preload_content=False)
+
+    def remove_finalizer(self, kind: str, ns: str, name: str, finalizer: str) -> None:
+        """Take `finalizer` off a Job or JobSet (a JSON patch that tests the list it edits; gone: nothing to do)."""
+        try:
+            if kind == "Job":
+                obj = self._json(self.batch.read_namespaced_job(name, ns, _preload_content=False))
+            else:
+                obj = self.read_custom(K.JOBSET_GROUP, K.JOBSET_VERSION, K.JOBSET_PLURAL, ns, name) or {}
+            fins = (obj.get("metadata") or {}).get("finalizers") or []
+            if finalizer not in fins:
+                return
+            body = [
+                {"op": "test", "path": "/metadata/finalizers", "value": fins},
+                {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in fins if f != finalizer]},
+            ]
+            if kind == "Job":
+                self.batch.patch_namespaced_job(name, ns, body, _content_type=JSON_PATCH, _preload_content=False)
+            else:
+                self.custom.patch_namespaced_custom_object(
+                    K.JOBSET_GROUP, K.JOBSET_VERSION, ns, K.JOBSET_PLURAL, name, body,
+                    _content_type=JSON_PATCH, _preload_content=False,
+                )  # fmt: skip
+        except self.client.ApiException as e:
+            if e.status != 404:
+                raise
 
     def delete_job(self, ns: str, name: str) -> None:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -26,8 +27,8 @@ from trainbench.operator import collect
 from trainbench.operator import kube as K
 from trainbench.operator.api import GROUP, PLURAL, VERSION, SpecError, parse_spec
 from trainbench.operator.clock import iso, now, parse_time
-from trainbench.operator.controller import failures, reconcile, webhook
-from trainbench.operator.controller.client import Api
+from trainbench.operator.controller import failures, publish, reconcile, webhook
+from trainbench.operator.controller.client import Api, api_message
 from trainbench.operator.controller.metrics import OperatorMetrics
 from trainbench.operator.plan import plan
 from trainbench.operator.report import finalize
@@ -50,6 +51,7 @@ class Config:
     log_lines: int = 20
     discovery_ttl: float = 60.0  # seconds a discovery answer (is the JobSet API served?) is reused
     pod_annotations: dict = field(default_factory=dict)  # added to every trainer pod (e.g. prometheus.io/scrape)
+    pod_defaults: dict = field(default_factory=dict)  # api.PodTemplate dict: trainer pod defaults (chart trainerPods)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     handled: set = field(default_factory=set)  # (ns, run, uid) of finished runs whose webhook step is done
 
@@ -157,6 +159,16 @@ def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) ->
     return done
 
 
+def write_partial_report(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) -> None:
+    """A suspended run's report of what has finished so far: `<run>-report` with report.md and the partial
+    results (partial-results.json); the `<run>-results` ConfigMap is written only when every case has ended."""
+    name = body["metadata"]["name"]
+    base, history = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
+    done = finalize.finalize(doc, baseline=base, history=history)
+    data = {R.REPORT_KEY: done.report, "partial-results.json": R.configmap_text(doc)}
+    api.apply_configmap(K.build_configmap(body, K.report_configmap_name(name), data, namespace=ns, suite=suite))
+
+
 def observe_results(api: Api, ns: str, body: dict) -> dict | None:
     """The results document in the run's own results ConfigMap; None when there is none, or when the
     ConfigMap of that name belongs to another object (a deleted run's namesake)."""
@@ -193,13 +205,105 @@ def notify_once(api: Api, ns: str, body: dict, status: dict, config: Config) -> 
     doc = json.loads(text) if text else None
     config.metrics.update(ns, name, suite, status, doc)
     sent = A_WEBHOOK in (cm["metadata"].get("annotations") or {})
+    # spec.publish: commit the report to git once, before the webhook that links to it (controller/publish.py)
+    link = publish.publish_once(api, ns, body, cm, doc)
     # notify_run: only when TRAINBENCH_WEBHOOK_URL is set, only for regressions or failures; never raises
-    if doc is not None and not sent and webhook.notify_run(doc, namespace=ns):
+    if doc is not None and not sent and webhook.notify_run(doc, namespace=ns, link=link):
         api.annotate_configmap(ns, status["resultsConfigMap"], {A_WEBHOOK: iso(now())})
     config.handled.add(key)
 
 
+def read_run(api: Api, body: dict) -> dict | None:
+    """The run as the API server has it now (not the watch's copy, which may lag behind our own last status
+    write); None when it is gone or is another object of the same name."""
+    meta = body["metadata"]
+    fresh = api.read_custom(GROUP, VERSION, PLURAL, meta["namespace"], meta["name"])
+    if fresh is None or (meta.get("uid") and fresh["metadata"].get("uid") != meta.get("uid")):
+        return None
+    return fresh
+
+
+def release_jobs(api: Api, ns: str, run_name: str, jobs: dict | None = None, jobsets: dict | None = None) -> None:
+    """Take the result finalizer off the run's Jobs and JobSets: their results are in the results ConfigMap."""
+    sel = K.run_selector(run_name)
+    jobs = {j["metadata"]["name"]: j for j in api.list_jobs(ns, sel)} if jobs is None else jobs
+    for name, job in jobs.items():
+        if reconcile.RESULT_FINALIZER in (job["metadata"].get("finalizers") or []):
+            api.remove_finalizer("Job", ns, name, reconcile.RESULT_FINALIZER)
+    for name, jobset in (jobsets or {}).items():
+        if reconcile.RESULT_FINALIZER in (jobset["metadata"].get("finalizers") or []):
+            api.remove_finalizer("JobSet", ns, name, reconcile.RESULT_FINALIZER)
+
+
+def _finite(value):
+    """A status a real API server accepts: NaN and infinities (which JSON cannot carry) become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def status_patch(old: dict, new: dict) -> dict:
+    """The merge patch that turns status `old` into `new` (complete, not a delta): changed keys, and None for
+    the keys `new` drops."""
+    diff = {k: v for k, v in new.items() if old.get(k) != v}
+    for key in old:
+        if key not in new and key in ("resultsConfigMap", "reportConfigMap", "completedAt"):
+            diff[key] = None
+    return diff
+
+
+RETRIED_STATUS = (409, 429, 500, 502, 503, 504)
+
+
+def write_status(api: Api, body: dict, old: dict, new: dict, logger, attempts: int = 3) -> bool:
+    """Write the run's status through the API (not kopf's patch: a refused kopf patch ends the run's timer for
+    good). A conflict or a server error is retried from a fresh read; a refusal (400, 422: what the server
+    will not store) keeps the previous status and adds a StatusWriteRefused condition saying why. Returns
+    whether `new` was written; False leaves it to the next tick, which recomputes it from a fresh read."""
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    new = _finite(new)
+    for attempt in range(attempts):
+        diff = status_patch(old, new)
+        if not diff:
+            return True
+        try:
+            api.patch_custom_status(GROUP, VERSION, PLURAL, ns, name, diff)
+            return True
+        except api.client.ApiException as e:
+            code = e.status or 0
+            if code == 404:
+                return False
+            if code in RETRIED_STATUS or code >= 500:
+                logger.warning("status write refused (%s %s), retried from a fresh read", code, e.reason)
+                fresh = read_run(api, body) if attempt + 1 < attempts else None
+                if fresh is None:
+                    return False
+                old = dict(fresh.get("status") or {})
+                continue
+            why = f"the API server refused the status ({code}): {api_message(e)}"[:1000]
+            logger.warning("%s", why)
+            cond = reconcile.condition(
+                old.get("conditions") or [], "StatusWriteRefused", True, "Refused", why,
+                int(meta.get("generation") or 1), iso(now()),
+            )  # fmt: skip
+            others = [c for c in old.get("conditions") or [] if c.get("type") != "StatusWriteRefused"]
+            try:
+                api.patch_custom_status(GROUP, VERSION, PLURAL, ns, name, {"conditions": [*others, cond]})
+            except Exception as e2:  # noqa: BLE001 - the next tick tries again
+                logger.warning("could not record the refusal either: %s", e2)
+            return False
+    return False
+
+
 def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
+    body = read_run(api, body)  # the watch's copy may predate our last status write: never act on it
+    if body is None:
+        return
     meta, ns = body["metadata"], body["metadata"]["namespace"]
     name = meta["name"]
     generation = int(meta.get("generation") or 1)
@@ -209,6 +313,8 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
 
     done = status.get("phase") in reconcile.TERMINAL_RUN_PHASES and status.get("observedGeneration") == generation
     if done and status.get("resultsConfigMap"):
+        if (ns, name, meta.get("uid")) not in config.handled:  # once per process: a restart between the
+            release_jobs(api, ns, name)  # results and the release is caught up here
         notify_once(api, ns, body, status, config)
         return
     if done and not status.get("total"):
@@ -223,7 +329,7 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         if status.get("observedGeneration") != generation or status.get("phase") != "Failed":
             kopf.warn(body, reason="InvalidSpec", message=f"{e.field}: {e.message}")
             logger.warning("invalid spec: %s: %s", e.field, e.message)
-        _set_status(patch, status, new)
+        write_status(api, body, status, new, logger)
         config.metrics.update(ns, name, suite_hint, new)
         return
 
@@ -241,45 +347,65 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         unschedulable_grace_s=config.unschedulable_grace_s,
         image_pull_grace_s=config.image_pull_grace_s,
         pod_annotations=config.pod_annotations,
+        pod_defaults=config.pod_defaults,
     )
-    for obj in out.create:
-        if api.create(obj):
-            logger.info("created %s %s", obj["kind"], obj["metadata"]["name"])
-    for job in out.delete_jobs:
-        api.delete_job(ns, job)
-    for jobset in out.delete_jobsets:
-        api.delete_jobset(ns, jobset)
     new = out.status
+    # launch: the create is the only launch path and the Job's name is the case's; a 409 means it exists
+    # (launched before a restart, or a create that timed out after it succeeded): that is success
+    for case_id, objs in out.launches.items():
+        try:
+            for obj in objs:
+                if api.create(obj):
+                    logger.info("created %s %s", obj["kind"], obj["metadata"]["name"])
+        except Exception as e:  # noqa: BLE001 - not launched: the status must not say it was
+            why = api_message(e)
+            logger.warning("case %s: launch failed, retried next tick: %s", case_id, why)
+            reconcile.unlaunch(new, case_id, why)
+            out.events = [ev for ev in out.events if not (ev[1] == "CaseLaunched" and f"case {case_id}:" in ev[2])]
     doc = observed.results
-    if out.write_results:
+    if out.write_results or out.write_partial:
+        outs = reconcile.outcomes(cases, new, observed, run=name, spec=spec)
         doc = R.build_results(
             run=name,
             suite=suite,
             spec=spec,
             cases=cases,
-            outcomes=reconcile.outcomes(cases, new, observed),
+            outcomes=outs,
             started_at=new.get("startedAt"),
             finished_at=t,
-            environment={"executor": "kubernetes", "namespace": ns},
+            environment=reconcile.run_environment(ns, outs),
         )
-        write_results(api, body, doc, spec, ns, suite)
-        new = reconcile.finished_status(status, new, name, generation, doc, t)
-        where = f"results in configmap/{new['resultsConfigMap']}, report in configmap/{new['reportConfigMap']}"
-        out.events.append(("Normal", "ResultsWritten", where))
-    for type_, reason, message in out.events:
-        kopf.event(body, type=type_, reason=reason, message=message)
-        logger.info("%s: %s", reason, message)
-    _set_status(patch, status, new)
+    if out.write_partial:  # suspended: a report of what finished, the results ConfigMap stays unwritten
+        try:
+            write_partial_report(api, body, doc, spec, ns, suite)
+        except Exception as e:  # noqa: BLE001 - a partial report is a courtesy; the final one still comes
+            logger.warning("writing the partial report failed: %s", api_message(e))
+        doc = observed.results
+    elif out.write_results:
+        try:
+            write_results(api, body, doc, spec, ns, suite)
+        except Exception as e:  # noqa: BLE001 - the status says the results are not written; next tick again
+            logger.warning("writing the results failed, retried next tick: %s", api_message(e))
+            doc = None
+        else:
+            new = reconcile.finished_status(status, new, name, generation, doc, t)
+            where = f"results in configmap/{new['resultsConfigMap']}, report in configmap/{new['reportConfigMap']}"
+            out.events.append(("Normal", "ResultsWritten", where))
+    written = write_status(api, body, status, new, logger)
+    if written:
+        for type_, reason, message in out.events:
+            kopf.event(body, type=type_, reason=reason, message=message)
+            logger.info("%s: %s", reason, message)
+    # only cases that the status had already recorded as ended are in delete_*: their Jobs may go now
+    for job in out.delete_jobs:
+        api.remove_finalizer("Job", ns, job, reconcile.RESULT_FINALIZER)
+        api.delete_job(ns, job)
+    for jobset in out.delete_jobsets:
+        api.remove_finalizer("JobSet", ns, jobset, reconcile.RESULT_FINALIZER)
+        api.delete_jobset(ns, jobset)
+    if doc is not None and written:  # the results are in their ConfigMap: the Jobs need not be kept for them
+        release_jobs(api, ns, name, observed.jobs, observed.jobsets)
     config.metrics.update(ns, name, suite, new, doc)
-
-
-def _set_status(patch, old: dict, new: dict) -> None:
-    for key, value in new.items():
-        if old.get(key) != value:
-            patch.status[key] = value
-    for key in old:
-        if key not in new and key in ("resultsConfigMap", "reportConfigMap", "completedAt"):
-            patch.status[key] = None
 
 
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
@@ -309,14 +435,19 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
 
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.interval, id="reconcile")
     def _tick(body, patch, logger, **_):
+        # Never raises: an exception (or a patch kopf fails to apply) can end a kopf timer for good. Every
+        # step reads fresh state, so the next tick retries whatever this one could not finish.
         try:
             reconcile_run(dict(body), patch, logger, config, api())
-        except kopf.TemporaryError:
-            raise
-        except Exception as e:  # one run's trouble must not stop the others; retried next tick
-            logger.exception("reconcile failed")
-            raise kopf.TemporaryError(f"reconcile failed: {e}", delay=config.interval) from e
+        except Exception as e:  # noqa: BLE001 - an API error, a timeout: one line, retried next tick
+            logger.warning(
+                "reconcile failed, retried in %gs: %s: %s", config.interval, type(e).__name__, api_message(e)
+            )
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True, id="forget")
-    def _forget(body, **_):
+    def _forget(body, logger, **_):
         config.metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+        try:  # the run is gone: its Jobs go with it (owner references), not held for results any more
+            release_jobs(api(), body["metadata"]["namespace"], body["metadata"]["name"])
+        except Exception as e:  # noqa: BLE001
+            logger.warning("releasing the Jobs of a deleted run failed: %s", api_message(e))

@@ -8,7 +8,8 @@ delta), and `events` are the transitions between the previous status and this on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import get_args
 
@@ -23,9 +24,10 @@ from trainbench.operator.results.verdict import regressions
 
 JOB_DELETED = "JobDeleted"  # a case's Job (JobSet) was deleted before its result was collected
 RESULT_FINALIZER = "trainbench.dev/result"  # on a case's Job (JobSet) until the run's results are written
-TERMINAL_CASE_PHASES = ("Succeeded", "Failed", "MetricsUnavailable", "Skipped")
+TERMINAL_CASE_PHASES = ("Succeeded", "Failed", "MetricsUnavailable", "Skipped", "Cancelled")
 RUN_PHASES = get_args(RunPhase)  # declared once, with the CRD's status enum (api.py)
-TERMINAL_RUN_PHASES = ("Succeeded", "PartiallyFailed", "Failed")
+TERMINAL_RUN_PHASES = ("Succeeded", "PartiallyFailed", "Failed", "Cancelled")
+CANCELLED_MESSAGE = "cancelled (spec.cancel)"
 PROGRESS_FIELDS = {"state": "state", "step": "step", "steps_total": "stepsTotal", "tps": "tps", "mfu": "mfu"}
 PROGRESS_FIELDS["step_time"] = "stepTime"
 
@@ -55,6 +57,7 @@ class Outcome:
     launches: dict[str, list[dict]] = field(default_factory=dict)
     all_ended: bool = False  # every case has ended: the results can be written
     write_results: bool = False  # every case has ended and the results ConfigMap is not there: write it
+    write_partial: bool = False  # the run was just suspended with cases ended: write a report of what finished
 
 
 def condition(prev: list[dict], type_: str, status: bool, reason: str, message: str, gen: int, now: str) -> dict:
@@ -120,6 +123,7 @@ def reconcile(
     unschedulable_grace_s: float = failures.UNSCHEDULABLE_GRACE_S,
     image_pull_grace_s: float = failures.IMAGE_PULL_GRACE_S,
     pod_annotations: dict | None = None,
+    pod_defaults: dict | None = None,
 ) -> Outcome:
     t = iso(now)
     generation = int(run["metadata"].get("generation") or 1)
@@ -191,6 +195,19 @@ def reconcile(
             unschedulable_grace_s=unschedulable_grace_s,
             image_pull_grace_s=image_pull_grace_s,
         )
+        if job["metadata"].get("deletionTimestamp") and not v.terminal:
+            # deleted (by hand, a TTL) while our finalizer holds it: no Job controller finishes it any more, so
+            # the rank-0 pod's own end decides; no pod left: nothing to collect
+            rank0_end = failures.classify_pod(pods[0], observed.logs.get(name)) if pods else None
+            if rank0_end is not None and rank0_end.terminal:
+                v = rank0_end
+            elif not pods:
+                v = failures.CaseState(
+                    "Failed",
+                    JOB_DELETED,
+                    f"Job {name} was deleted before its case ended; the case is not launched again",
+                    terminal=True,
+                )
         entry.setdefault("startedAt", job["metadata"].get("creationTimestamp") or t)
         if pods and (pods[0].get("spec") or {}).get("nodeName"):
             entry["node"] = pods[0]["spec"]["nodeName"]
@@ -206,7 +223,8 @@ def reconcile(
             # stale read never relaunches a case whose Job we deleted
             entry.update({k: prev[k] for k in ("phase", "reason", "message") if prev.get(k) is not None})
             entry.setdefault("finishedAt", prev.get("finishedAt") or t)
-            if v.stop_job or (v.terminal and failures.job_condition(job, "Complete") is None and not _ended(job)):
+            cancelled = prev.get("phase") == "Cancelled" and not v.terminal  # still running: stop it
+            if (v.stop_job or cancelled) and not job["metadata"].get("deletionTimestamp"):
                 if jobset_name:
                     out.delete_jobsets.append(jobset_name)
                 else:
@@ -244,6 +262,13 @@ def reconcile(
             occupied[case.pool] = occupied.get(case.pool, 0) + 1
         entries.append(entry)
 
+    if spec.cancel:  # what has not ended is cancelled; running Jobs are deleted once this status is written
+        for entry in entries:
+            if entry["phase"] not in TERMINAL_CASE_PHASES:
+                entry.update(phase="Cancelled", reason="Cancelled", message=CANCELLED_MESSAGE)
+                entry.setdefault("finishedAt", t)
+        waiting = []
+
     # launch what the pools have room for, in plan order
     if not spec.suspend:
         for case, entry in waiting:
@@ -257,7 +282,7 @@ def reconcile(
             occupied[case.pool] += 1
             kwargs = dict(
                 namespace=namespace,
-                pod=K.PodSettings.for_pool(pool, pod_annotations),
+                pod=case_pod_settings(spec, case, pool, pod_annotations, pod_defaults),
                 queue_name=spec.queue_name,
                 suite=suite,
             )
@@ -279,15 +304,17 @@ def reconcile(
             entry["message"] = f"created {what}"
             out.events.append(("Normal", "CaseLaunched", f"case {case.id}: created {what} on pool {case.pool}"))
 
-    counts = {p: 0 for p in ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped")}
+    counts = {p: 0 for p in ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped", "Cancelled")}
     for e in entries:
         counts[e["phase"]] = counts.get(e["phase"], 0) + 1
     total = len(entries)
     failed = counts["Failed"] + counts["MetricsUnavailable"]
-    done = counts["Succeeded"] + failed + counts["Skipped"]
+    done = counts["Succeeded"] + failed + counts["Skipped"] + counts["Cancelled"]
     out.all_ended = done == total
     launched = any(e.get("startedAt") for e in entries)
-    if out.all_ended:
+    if out.all_ended and counts["Cancelled"]:
+        phase = "Cancelled"
+    elif out.all_ended:
         phase = "Succeeded" if failed == 0 else ("Failed" if counts["Succeeded"] == 0 else "PartiallyFailed")
     elif spec.suspend and counts["Running"] == 0:
         phase = "Suspended"
@@ -353,6 +380,9 @@ def reconcile(
         if c.get("type") not in {x["type"] for x in conditions}:
             conditions.append(c)
     out.write_results = out.all_ended and observed.results is None
+    out.write_partial = (
+        phase == "Suspended" and prev_status.get("phase") != "Suspended" and done > 0 and observed.results is None
+    )
     if out.all_ended and observed.results is not None:
         status = finished_status(prev_status, status, run_name, generation, observed.results, now)
     out.status = status  # with write_results: final once the caller has written them (finished_status)
@@ -391,10 +421,6 @@ def finished_status(
         "regressions": len(found),
         "conditions": [ready, *others, regressed],
     }
-
-
-def _ended(job: dict) -> bool:
-    return failures.job_condition(job, "Failed") is not None or failures.job_condition(job, "Complete") is not None
 
 
 def checked_result(pod: dict | None) -> tuple[dict | None, str | None]:
@@ -462,8 +488,59 @@ def scrape_result(progress: dict) -> dict:
     return {"status": "ok", "error": None, "metrics": metrics, "source": "last-scrape"}
 
 
-def outcomes(cases: list[Case], status: dict, observed: Observed) -> dict[str, dict]:
-    """case id -> the outcome `results.build_results` takes (trainer JSON from the termination message)."""
+def case_pod_settings(spec, case: Case, pool, pod_annotations=None, pod_defaults=None) -> K.PodSettings:
+    """What a case's pods get: the pool's settings, the pod templates (operator defaults < spec.podTemplate <
+    the pool's) and the case model's weights (spec.weights)."""
+    pod = K.PodSettings.for_pool(pool, pod_annotations, spec.pod_template, pod_defaults)
+    weights = K.case_weights(spec.weights, case)
+    if weights is None:
+        return pod
+    return replace(pod, weights_claim=weights[0], weights_path=weights[1])
+
+
+def image_digest(pod: dict) -> tuple[str | None, str | None]:
+    """(digest, pinned reference) of the image the trainer container ran, from the kubelet's imageID
+    (`docker-pullable://repo@sha256:...`, `repo@sha256:...` or `sha256:...`)."""
+    image_id = failures.container_status(pod).get("imageID") or ""
+    image = next((c.get("image") for c in (pod.get("spec") or {}).get("containers") or []), None) or ""
+    match = re.search(r"sha256:[0-9a-f]{64}", image_id)
+    if not match:
+        return None, None
+    digest = match.group(0)
+    repo = image_id.split("://", 1)[-1].split("@", 1)[0] if "@" in image_id else ""
+    if not repo:  # the imageID names no repository: the pod's image without its tag or digest
+        repo = image.split("@", 1)[0]
+        if ":" in repo.rsplit("/", 1)[-1]:
+            repo = repo.rsplit(":", 1)[0]
+    return digest, f"{repo}@{digest}" if repo else digest
+
+
+def run_environment(namespace: str, outs: dict[str, dict]) -> dict:
+    """The run-level facts of a cluster run from its cases' outcomes: the commit and build date of the trainer
+    image (its TRAINBENCH_IMAGE_* environment) and the image pinned by digest, when every case that reports one
+    agrees (else the distinct values, comma-separated)."""
+    env: dict = {"executor": "kubernetes", "namespace": namespace}
+
+    def one(values) -> str | None:
+        distinct = sorted({v for v in values if v})
+        return ", ".join(distinct) or None
+
+    trainer_envs = [((o.get("result") or {}).get("environment") or {}) for o in outs.values()]
+    facts = {
+        "commit": one(e.get("image_revision") for e in trainer_envs),
+        "image_created": one(e.get("image_created") for e in trainer_envs),
+        "image_digest": one((o.get("provenance") or {}).get("image_digest") for o in outs.values()),
+        "image": one((o.get("provenance") or {}).get("image_pinned") or o.get("image") for o in outs.values()),
+    }
+    env.update({k: v for k, v in facts.items() if v})
+    return env
+
+
+def outcomes(
+    cases: list[Case], status: dict, observed: Observed, *, run: str = "", spec: BenchmarkRunSpec | None = None
+) -> dict[str, dict]:
+    """case id -> the outcome `results.build_results` takes (trainer JSON from the termination message), with
+    what ran: the image digest (the pod's imageID), the node labels Kueue's flavor added and a one-line repro."""
     by_id = {c.get("id"): c for c in status.get("cases") or []}
     out = {}
     for case in cases:
@@ -476,7 +553,19 @@ def outcomes(cases: list[Case], status: dict, observed: Observed) -> dict[str, d
         if result is None and entry.get("phase") == "Succeeded" and progress.get("tps") is not None:
             result = scrape_result(progress)  # no final JSON: the last scrape stands in (n=1, no spread)
         image = next((c.get("image") for c in (pod.get("spec") or {}).get("containers") or []), None)
+        digest, pinned = image_digest(pod) if pod else (None, None)
+        pool = next((p for p in spec.pools if p.name == case.pool), None) if spec is not None else None
+        weights = K.weights_arg(case_pod_settings(spec, case, pool)) if pool is not None else None
+        provenance = {"image_digest": digest, "image_pinned": pinned}
+        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+        extra = {k: v for k, v in selector.items() if pool is None or pool.node_selector.get(k) != v}
+        if extra and spec is not None and spec.queue_name:  # what Kueue's admitted flavor added to the pod
+            provenance["kueue_flavor_node_labels"] = extra
+        resource = pool.resource_name if pool is not None else "nvidia.com/gpu"
+        repro = K.repro_command(case, run, pinned or image or case.image, weights, resource)
         out[case.id] = {
+            "provenance": {k: v for k, v in provenance.items() if v},
+            "repro": repro,
             "phase": entry.get("phase") or "Pending",
             "reason": entry.get("reason"),
             "message": entry.get("message") if entry.get("phase") != "Succeeded" else None,

@@ -13,12 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trainbench.operator.clock import duration, iso
 from trainbench.operator.kube import CONFIGMAP_VALUE_LIMIT_BYTES
 from trainbench.operator.plan import case_id
 from trainbench.operator.results.keys import METRICS, hardware_label, short_gpu_name
+from trainbench.operator.results.repeats import merge as merge_repeats
 from trainbench.trainer.contract import CASE_PHASES, RESULT_SCHEMA, SUMMARY_METRICS
 
 RESULTS_SCHEMA = "trainbench.dev/results/v1"
@@ -43,7 +44,8 @@ class Summary(BaseModel):
 class CaseMetrics(BaseModel):
     model_config = ConfigDict(extra="allow")
     tps: Summary | None = None  # tokens/s over all GPUs
-    mfu: Summary | None = None  # percent
+    mfu: Summary | None = None  # percent, prime-rl's FLOPs formula (comparable with the seeds)
+    mfu_done: Summary | None = None  # percent, the work actually done (causal attention within documents)
     step_time: Summary | None = None  # seconds per optimizer step
     peak_memory_gib: float | None = None  # max reserved device memory (the largest rank)
     peak_memory_pct: float | None = None
@@ -96,6 +98,10 @@ class CaseResult(BaseModel):
     verdicts: dict[str, Any] | None = None  # metric -> verdict.Verdict as dict (attach_verdicts)
     baseline: dict[str, Any] | None = None  # the baseline entry compared against
     trainer: dict[str, Any] | None = None  # the trainer's result JSON without per-step lists
+    repro: str | None = None  # one command line that runs the case again, its image pinned by digest
+    # one entry per process/pod of this case, in the order they ran (results/repeats.py); None for one run
+    repeats: list[dict[str, Any]] | None = None
+    verdict: dict[str, Any] | None = None  # the case's verdict per metric family (results/verdict.py)
 
 
 class Counts(BaseModel):
@@ -105,7 +111,10 @@ class Counts(BaseModel):
     skipped: int = 0
     pending: int = 0
     metrics_unavailable: int = 0
-    regressions: int = 0  # cases with at least one regression
+    regressions: int = 0  # cases with a Confirmed regression (results/verdict.py)
+    suspected: int = 0  # cases whose regression awaits its confirming re-runs
+    cleared: int = 0  # cases whose suspected regression the re-runs did not confirm
+    tainted: int = 0  # cases measured in an unhealthy environment, or one unlike their baseline's
 
 
 class PoolInfo(BaseModel):
@@ -148,6 +157,79 @@ def _summary(value: Any) -> dict | None:
     return None
 
 
+# a measurement above this is not a measurement (1e308 from a broken trainer): tokens/s, percent, seconds, bytes
+MAX_MEASUREMENT = 1e15
+
+
+def _bad_number(value: Any) -> str | None:
+    """Why `value` is not a measurement (None when it is one, or absent)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{type(value).__name__} {json.dumps(value)[:40]} where a number belongs"
+    if value != value or value in (float("inf"), float("-inf")):
+        return f"non-finite value {value}"
+    if value < 0:
+        return f"negative value {value}"
+    if value > MAX_MEASUREMENT:
+        return f"implausible value {value:g}"
+    return None
+
+
+def result_problem(result: Any) -> str | None:
+    """Why a trainer's result JSON (a termination message, a stdout line) cannot be used as a measurement, or
+    None when it can. Checked on the way in, with the typed models: the metrics blocks are `Summary` objects of
+    finite, non-negative, plausible numbers (no booleans, strings, lists); `environment`, `config` and `error`
+    have their shapes; a result that is not a failure reports at least one of contract.SUMMARY_METRICS."""
+    if not isinstance(result, dict):
+        return f"the result is {type(result).__name__}, not a JSON object"
+    if not result:
+        return "the result is an empty object"
+    for key in ("environment", "config", "parallel"):
+        if result.get(key) is not None and not isinstance(result[key], dict):
+            return f"{key} is {type(result[key]).__name__}, not an object"
+    if result.get("error") is not None and not isinstance(result["error"], (str, dict)):
+        return f"error is {type(result['error']).__name__}, not a string or object"
+    if result.get("status") is not None and not isinstance(result["status"], str):
+        return f"status is {type(result['status']).__name__}, not a string"
+    metrics = result.get("metrics")
+    if metrics is not None and not isinstance(metrics, dict):
+        return f"metrics is {type(metrics).__name__}, not an object"
+    metrics = metrics or {}
+    blocks = {name: metrics.get(name) for name in SUMMARY_METRICS} | {"power_w": result.get("power_w")}
+    measured = False
+    for name, block in blocks.items():
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            why = _bad_number(block)
+            if why:
+                return f"metrics.{name}: {why}"
+            measured = measured or name in SUMMARY_METRICS
+            continue
+        for key in ("mean", "std", "min", "max", "n"):
+            why = _bad_number(block.get(key))
+            if why:
+                return f"metrics.{name}.{key}: {why}"
+        try:
+            Summary.model_validate(block, strict=True)
+        except ValidationError as e:
+            err = e.errors()[0]
+            return f"metrics.{name}.{'.'.join(map(str, err['loc']))}: {err['msg'][:120]}"
+        measured = measured or (name in SUMMARY_METRICS and block.get("mean") is not None)
+    for key in ("peak_memory_gib", "peak_memory_pct", "energy_j", "tokens_per_joule", "first_step_s"):
+        why = _bad_number(result.get(key))
+        if why:
+            return f"{key}: {why}"
+    for key in ("flops_per_token", "peak_flops"):
+        why = _bad_number(result.get(key))
+        if why and not why.startswith("implausible"):  # FLOP counts are large on purpose
+            return f"{key}: {why}"
+    if not measured and result.get("status") != "failed":
+        return "the result reports no metric (" + ", ".join(SUMMARY_METRICS) + ")"
+    return None
+
+
 def first_step_seconds(result: dict | None) -> float | None:
     """The first step's wall time of a trainer result: its top-level `first_step_s` (kept when the termination
     message drops the per-step list to fit its 4 KiB), else `steps[0].step_time` (older trainers); None for
@@ -170,6 +252,8 @@ def metrics_from_result(result: dict | None, progress: dict | None = None) -> di
     out: dict[str, Any] = {}
     for name in SUMMARY_METRICS:
         out[name] = _summary(src.get(name))
+    if src.get("mfu_done") is not None:  # trainers from this version on: the MFU of the work actually done
+        out["mfu_done"] = _summary(src.get("mfu_done"))
     out["peak_memory_gib"] = result.get("peak_memory_gib")
     if out["peak_memory_gib"] is None and progress and progress.get("peak_memory_bytes"):
         out["peak_memory_gib"] = progress["peak_memory_bytes"] / 2**30
@@ -181,6 +265,11 @@ def metrics_from_result(result: dict | None, progress: dict | None = None) -> di
     if all(v is None for v in out.values()):
         return None
     return out
+
+
+def _outcome_metrics(outcome: dict) -> dict | None:
+    result = outcome.get("result") if isinstance(outcome.get("result"), dict) else None
+    return metrics_from_result(result, outcome.get("progress"))
 
 
 def _spec_dict(spec: Any) -> dict:
@@ -238,9 +327,11 @@ def counts(cases: list[dict]) -> dict:
             c["metrics_unavailable"] += 1
         else:
             c["pending"] += 1
-    c["regressions"] = sum(
-        1 for case in cases if any(v.get("status") == "regression" for v in (case.get("verdicts") or {}).values())
-    )
+    states = [(case.get("verdict") or {}).get("state") for case in cases]
+    c["regressions"] = states.count("confirmed")  # cases; only Confirmed regressions count and alert
+    c["suspected"] = states.count("suspected")
+    c["cleared"] = states.count("cleared")
+    c["tainted"] = sum(1 for case in cases if (case.get("verdict") or {}).get("tainted"))
     return c
 
 
@@ -248,6 +339,9 @@ def build_case(case: Any, outcome: dict | None, pool: dict | None = None) -> dic
     """One case of the results document from a planned case and its outcome."""
     cfg = _case_dict(case)
     outcome = dict(outcome or {})
+    repeat_entries = combined = None
+    if outcome.get("repeats"):  # several processes/pods of this case (results/repeats.py)
+        outcome, combined, repeat_entries = merge_repeats(outcome["repeats"], _outcome_metrics)
     result = outcome.get("result") if isinstance(outcome.get("result"), dict) else None
     env = dict((result or {}).get("environment") or {})
     gpus = int(cfg.get("gpus") or cfg.get("nodes", 1) * cfg.get("gpus_per_node", 1))
@@ -287,13 +381,15 @@ def build_case(case: Any, outcome: dict | None, pool: dict | None = None) -> dic
         "started_at": started,
         "finished_at": finished,
         "duration_s": duration(started, finished),
-        "metrics": metrics_from_result(result, outcome.get("progress")),
+        "metrics": combined if repeat_entries else metrics_from_result(result, outcome.get("progress")),
+        "repeats": repeat_entries,
         "flops_per_token": (result or {}).get("flops_per_token"),
         "peak_flops": (result or {}).get("peak_flops"),
         "peak_flops_source": (result or {}).get("peak_flops_source"),
         "world_size": (result or {}).get("world_size"),
         "tokens_per_step": (result or {}).get("tokens_per_step"),
-        "environment": env,
+        "environment": {**env, **(outcome.get("provenance") or {})},  # the trainer's, and the image digest
+        "repro": outcome.get("repro"),  # one line that runs the case again (kube.repro_command)
         "progress": outcome.get("progress"),
         "config": cfg,
         "trainer": trainer,
@@ -385,16 +481,40 @@ def write_results(doc: dict, path: str | Path) -> Path:
     return path
 
 
+TRIM_NOTE_KEY = "trimmed"  # in a ConfigMap's results document: what was dropped to fit the size limit
+
+
 def configmap_text(doc: dict, limit_bytes: int = CONFIGMAP_VALUE_LIMIT_BYTES) -> str:
-    """results.json for a ConfigMap: compact; a very large matrix drops each case's copy of the trainer JSON
-    (its numbers are in `metrics` already) and then the per-case environment to stay under the limit."""
+    """results.json for a ConfigMap: compact, and under the ConfigMap size limit (kube.py) whatever the matrix:
+    a very large run drops, step by step, each case's copy of the trainer JSON (its numbers are in `metrics`
+    already), the per-case environment, live progress and planned config, then cuts failure messages (log
+    tails) to 300 and then 80 characters. What was dropped is listed under `trimmed` (the report says so).
+    Raises ResultsError only when even the trimmed document does not fit."""
     text = json.dumps(doc, separators=(",", ":"))
-    for key in ("trainer", "environment"):
+    trimmed: list[str] = []
+    steps = (
+        ("trainer", "per-case trainer JSON", lambda c: {**c, "trainer": None}),
+        ("environment", "per-case environment", lambda c: {**c, "environment": {}}),
+        ("progress", "per-case live progress", lambda c: {**c, "progress": None}),
+        ("config", "per-case planned config", lambda c: {**c, "config": {}}),
+        ("message300", "messages cut to 300 characters", lambda c: {**c, "message": _cut(c.get("message"), 300)}),
+        ("message80", "messages cut to 80 characters", lambda c: {**c, "message": _cut(c.get("message"), 80)}),
+    )
+    for _key, what, trim in steps:
         if len(text.encode()) <= limit_bytes:
             break
-        doc = {**doc, "cases": [{**c, key: None if key == "trainer" else {}} for c in doc["cases"]]}
+        trimmed.append(what)
+        doc = {**doc, "cases": [trim(c) for c in doc["cases"]], TRIM_NOTE_KEY: list(trimmed)}
         text = json.dumps(doc, separators=(",", ":"))
+    if len(text.encode()) > limit_bytes:
+        raise ResultsError(f"the results document is {len(text.encode())} bytes even trimmed (limit {limit_bytes})")
     return text
+
+
+def _cut(message: str | None, chars: int) -> str | None:
+    if not message or len(message) <= chars:
+        return message
+    return message[: chars - 1] + "…"
 
 
 def schema_json() -> dict:

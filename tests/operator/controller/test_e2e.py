@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import threading
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -223,6 +224,8 @@ def check_e2e(kubectl, operator, pool_a: dict, pool_b: dict, sim=None):
     assert 'trainbench_runs{phase="PartiallyFailed"} 1.0' in text
 
     # --- the webhook got one message about the failed case; trainer pods carry the configured annotations
+    wait_for(lambda: Hook.received, 60, "the webhook (sent on the tick after the final status)")
+    time.sleep(2)  # a second message would come on the next tick
     hook.shutdown()
     assert len(Hook.received) == 1 and "OOMKilled" in json.dumps(Hook.received[0])
     assert all(j["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true" for j in jobs)

@@ -17,7 +17,9 @@ watch events; this subclass adds, in `KubeSim`:
   the OpenAPI v3 served here), pruned otherwise; tests/crd checks all of this against the real API server;
 - server-side Table printing for `kubectl get` with the CRD's additionalPrinterColumns;
 - garbage collection of objects whose owner (ownerReferences uid) is gone;
-- pods' `log` subresource.
+- pods' `log` subresource;
+- fault injection (`faults.FaultPlan`, `Cluster(faults=...)`): API errors, slow and lost answers, watch lag,
+  a TTL controller for finished Jobs, stand-in trainers with any termination message.
 
 `Cluster` runs the server in a background thread with the controllers that the emulator lacks:
 - a Job controller (Job -> Pod, Job conditions Complete/Failed, activeDeadlineSeconds, suspend),
@@ -57,6 +59,7 @@ from .common import (
     now_iso,
 )
 from .controllers import Controllers
+from .faults import FaultPlan, Rule
 from .kubelet import translate_command
 from .schema import SchemaValidator, apply_defaults, cel_errors, prune, unknown_fields
 
@@ -74,7 +77,9 @@ __all__ = [
     "VERBS",
     "Cluster",
     "Controllers",
+    "FaultPlan",
     "KubeSim",
+    "Rule",
     "SchemaValidator",
     "apply_defaults",
     "apply_patch",

@@ -7,6 +7,7 @@ import copy
 import json
 import re
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import aiohttp.web
@@ -29,11 +30,20 @@ CORE = {
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
+def _status_response(code: int, message: str):
+    reasons = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message}
+    body.update(reason=reasons.get(code, "BadRequest"), code=code)
+    return aiohttp.web.json_response(body, status=code)
+
+
 class KubeSim(kmock.KubernetesEmulator):
     """KMock's emulator with the API-server behaviour listed in the module docstring."""
 
-    def __init__(self, crds: list[dict], jobset: bool = False, **kwargs):
+    def __init__(self, crds: list[dict], jobset: bool = False, faults=None, **kwargs):
         super().__init__(**kwargs)
+        self.faults = faults  # a faults.FaultPlan consulted on every request (None: no faults)
+        self.creations: Counter = Counter()  # (plural, namespace, name) -> objects created through the API
         self._rv = 0
         self._validators: dict[tuple, SchemaValidator] = {}
         self._crds: dict[tuple, dict] = {}
@@ -125,6 +135,45 @@ class KubeSim(kmock.KubernetesEmulator):
 
     # -- the request path --
     async def __call__(self, raw_request):
+        rule = None
+        if self.faults is not None:
+            watch = raw_request.query.get("watch") in ("true", "1")
+            rule = self.faults.pick(raw_request.method, raw_request.path, watch)
+        if rule is not None and rule.kind == "slow":
+            await asyncio.sleep(rule.delay)
+        elif rule is not None and rule.kind == "error":
+            return _status_response(rule.status, f"injected fault: {rule.status} on {raw_request.path}")
+        response = await self._serve(raw_request)
+        if rule is not None and rule.kind == "lost":  # carried out, but the answer is an error
+            return _status_response(rule.status, f"injected fault: the answer to {raw_request.path} was lost")
+        return response
+
+    async def _serve_watch(self, request):
+        """KMock's watch stream, each event held back `faults.watch_lag` seconds (from when it happened)."""
+        lag = self.faults.lag(request.resource.plural) if self.faults is not None else 0.0
+        if not lag:
+            async for event in super()._serve_watch(request):
+                yield event
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump():
+            async for event in super(KubeSim, self)._serve_watch(request):
+                await queue.put((loop.time(), event))
+
+        task = asyncio.create_task(pump())
+        try:
+            while True:
+                at, event = await queue.get()
+                if event != b"":
+                    await asyncio.sleep(max(0.0, at + lag - loop.time()))
+                    self.faults.injected["lag watch-event"] += 1
+                yield event
+        finally:
+            task.cancel()
+
+    async def _serve(self, raw_request):
         # KMock 0.8 parses /api/v1/namespaces as "namespace <missing>" and fails: serve namespaces here
         m = re.fullmatch(r"/api/v1/namespaces(?:/([^/]+))?/?", raw_request.path)
         if m:
@@ -184,6 +233,8 @@ class KubeSim(kmock.KubernetesEmulator):
             elif request.action == kmock.action.UPDATE and request.name and request.data is not None:
                 self._admit_update(request)
         response = await super()._handle(request)
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict) and response.status < 300:
+            self.creations[(request.resource.plural, request.namespace, request.data["metadata"].get("name"))] += 1
         if request.action in (kmock.action.DELETE, kmock.action.UPDATE):  # deletes, finalizers removed
             await self.collect_garbage()
         return response

@@ -19,8 +19,14 @@ class Cluster:
     """KubeSim + controllers served on 127.0.0.1:<free port> in a background thread; `kubeconfig` for clients."""
 
     def __init__(
-        self, workdir: Path, nodes: list[dict] | None = None, crds: list[dict] | None = None, jobset: bool = False
+        self,
+        workdir: Path,
+        nodes: list[dict] | None = None,
+        crds: list[dict] | None = None,
+        jobset: bool = False,
+        faults=None,
     ):
+        self.faults = faults  # a faults.FaultPlan (API errors, slow answers, watch lag, TTL, fake trainers)
         self.jobset = jobset  # serve the JobSet API (and run its controller)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +70,7 @@ class Cluster:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        self.sim = KubeSim(self.crds, jobset=self.jobset)
+        self.sim = KubeSim(self.crds, jobset=self.jobset, faults=self.faults)
         async with self.sim, kmock.Server(self.sim) as server:
             self.port = server.port
             self.controllers = Controllers(self.sim, self.nodes, self.workdir)

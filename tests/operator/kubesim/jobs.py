@@ -22,10 +22,15 @@ class JobController:
 
     async def _job(self, job: dict) -> None:
         meta, spec, status = job["metadata"], job["spec"], job.get("status") or {}
-        if any(
-            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        ended = [
+            c
             for c in status.get("conditions") or []
-        ):
+            if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        ]
+        if ended:
+            await self._ttl(job, ended[0].get("lastTransitionTime"))
+            return
+        if meta.get("deletionTimestamp"):  # being deleted (held by a finalizer): no longer managed
             return
         if spec.get("suspend"):
             return
@@ -67,6 +72,23 @@ class JobController:
             await self.sim.patch(
                 JOBS, ns, meta["name"], {"status": {"active": sum(ph in ("Pending", "Running") for ph in phases)}}
             )
+
+    async def _ttl(self, job: dict, ended_at: str | None) -> None:
+        """The TTL-after-finished controller: `spec.ttlSecondsAfterFinished`, or a fault plan's `job_ttl` for
+        every Job (a cluster policy); deleting a Job that a finalizer holds only marks it for deletion."""
+        meta = job["metadata"]
+        faults = getattr(self.sim, "faults", None)
+        ttl = job["spec"].get("ttlSecondsAfterFinished")
+        if ttl is None and faults is not None and faults.enabled:
+            ttl = faults.job_ttl
+        if ttl is None or meta.get("deletionTimestamp") or not ended_at:
+            return
+        age = time.time() - datetime.fromisoformat(ended_at.replace("Z", "+00:00")).timestamp()
+        if age >= float(ttl):
+            await self.sim.remove(JOBS, meta["namespace"], meta["name"])
+            await self.sim.collect_garbage()
+            if faults is not None:
+                faults.injected["ttl-delete jobs"] += 1
 
     async def _finish_job(self, job, type_, reason, message, succeeded=0) -> None:
         t = now_iso()

@@ -8,6 +8,7 @@ DNS for a multi-node case's rendezvous: `<hostname>.<subdomain>` resolves only w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -44,9 +45,22 @@ def translate_command(container: dict, python: str, output: Path, env: dict | No
     return [python, "-m", *tail]
 
 
+def image_id(image: str) -> str:
+    """What a container runtime reports as a container's imageID: the repository pinned by the digest of the image
+    it pulled (here a digest made from the reference, stable across runs)."""
+    repo = image.split("@", 1)[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    digest = image.split("@", 1)[1] if "@" in image else "sha256:" + hashlib.sha256(image.encode()).hexdigest()
+    return f"docker-pullable://{repo}@{digest}"
+
+
 class Kubelet:
     def __init__(self, sim, workdir: Path):
         self.sim, self.workdir = sim, workdir
+        # the registry's image configs: image reference -> {"env": {...}} (a runtime starts the container with the
+        # image's ENV under the pod's own env, as images/*/Dockerfile bake TRAINBENCH_IMAGE_*)
+        self.images: dict[str, dict] = {}
         self.procs: dict[str, dict] = {}  # pod uid -> {proc, started, log, term, limit, ns, name}
         self.rdzv_ports: dict[str, int] = {}  # Job uid -> the rendezvous port its pods share
 
@@ -92,6 +106,7 @@ class Kubelet:
         env = {
             k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
         }
+        env.update((self.images.get(c.get("image", "")) or {}).get("env") or {})
         for e in c.get("env") or []:
             if "value" in e:
                 env[e["name"]] = e["value"]
@@ -109,7 +124,14 @@ class Kubelet:
             owner = next(o["uid"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job")
             env["PET_MASTER_ADDR"] = "127.0.0.1"
             env["PET_MASTER_PORT"] = str(self.rdzv_ports.setdefault(owner, free_port()))
-        argv = translate_command(c, sys.executable, term, env)
+        faults = getattr(self.sim, "faults", None)
+        fake = faults.fake_trainer(pod) if faults is not None and faults.enabled and faults.fake_trainer else None
+        if fake is not None:  # a stand-in for the trainer (faults.FaultPlan.fake_trainer): any termination message
+            message, code, seconds = fake
+            env.update(FAKE_MSG=message, FAKE_RC=str(code), FAKE_S=str(seconds), FAKE_TERM=str(term))
+            argv = ["sh", "-c", 'sleep "$FAKE_S"; printf "%s" "$FAKE_MSG" > "$FAKE_TERM"; exit "$FAKE_RC"']
+        else:
+            argv = translate_command(c, sys.executable, term, env)
         limits = (c.get("resources") or {}).get("limits") or {}
         env["OMP_NUM_THREADS"] = str(
             max(
@@ -150,7 +172,7 @@ class Kubelet:
                         {
                             "name": c["name"],
                             "image": c["image"],
-                            "imageID": f"docker-pullable://{c['image']}",
+                            "imageID": image_id(c["image"]),
                             "containerID": f"sim://{pod['metadata']['uid']}",
                             "ready": True,
                             "restartCount": 0,
@@ -219,7 +241,7 @@ class Kubelet:
                 {
                     "name": c["name"],
                     "image": c["image"],
-                    "imageID": f"docker-pullable://{c['image']}",
+                    "imageID": image_id(c["image"]),
                     "containerID": f"sim://{pod['metadata']['uid']}",
                     "ready": False,
                     "restartCount": 0,

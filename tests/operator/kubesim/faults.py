@@ -1,0 +1,95 @@
+"""Fault injection for the emulated cluster: a `FaultPlan` that the API server consults on every request, and
+that the Job controller and kubelet consult for what a real cluster does to Jobs and pods behind the operator's
+back.
+
+- API faults (`Rule`): an error answer (409, 500, 503, ... with a Kubernetes Status body), a slow answer (the
+  request waits `delay` seconds first), or a lost answer (the request is carried out, then answered 500: a
+  create that "failed" but did create). Rules match the HTTP method and a regular expression on the path;
+  each fires with probability `p` (a seeded random.Random, so a campaign is repeatable), at most `times`.
+  Watch requests are never failed (kopf re-lists on its own schedule); they can lag instead:
+- `watch_lag` (seconds): every watch event of the resources in `lag_resources` is streamed that much later,
+  so a watcher's copy of an object lags behind the API server (the API read is current).
+- `job_ttl` (seconds): a TTL controller deletes every finished Job that long after it ended, as
+  `ttlSecondsAfterFinished` (or a cluster policy) would; the Job's own `ttlSecondsAfterFinished` counts too.
+- `fake_trainer(pod) -> (message, exit code, seconds) | None`: the kubelet runs a stand-in for the trainer: a
+  shell that sleeps, writes `message` as the termination message (any bytes: malformed results) and exits.
+
+`injected` counts what fired, by kind (e.g. "500 POST jobs", "slow", "lost", "ttl-delete")."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Rule:
+    kind: str  # "error" | "slow" | "lost"
+    path: str = ""  # a regular expression searched in the request path
+    methods: tuple[str, ...] = ()  # HTTP methods; () any
+    status: int = 500  # the error's code ("error", "lost")
+    delay: float = 0.0  # seconds ("slow")
+    p: float = 1.0  # probability of firing on a matching request
+    times: int | None = None  # fire at most this often (None: no limit)
+    fired: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        return not self.path or re.search(self.path, path) is not None
+
+
+def _plural(path: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    if "namespaces" in parts:
+        i = parts.index("namespaces")
+        rest = parts[i + 2 :]
+        return "/".join(rest[:1] + rest[2:]) if rest else "namespaces"
+    return parts[-1] if parts else ""
+
+
+@dataclass
+class FaultPlan:
+    seed: int = 0
+    rules: list[Rule] = field(default_factory=list)
+    watch_lag: float = 0.0
+    lag_resources: tuple[str, ...] = ("benchmarkruns",)
+    job_ttl: float | None = None
+    fake_trainer: Callable[[dict], tuple[str, int, float] | None] | None = None
+    enabled: bool = True
+    injected: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def add(self, kind: str, path: str = "", methods: tuple[str, ...] = (), **kw) -> Rule:
+        rule = Rule(kind, path, methods, **kw)
+        self.rules.append(rule)
+        return rule
+
+    def pick(self, method: str, path: str, watch: bool) -> Rule | None:
+        """The rule that fires on this request, if any (watches: never)."""
+        if not self.enabled or watch:
+            return None
+        for rule in self.rules:
+            if rule.times is not None and rule.fired >= rule.times:
+                continue
+            if rule.matches(method, path) and self.rng.random() < rule.p:
+                rule.fired += 1
+                what = "slow" if rule.kind == "slow" else f"{rule.kind} {rule.status}"
+                self.injected[f"{what} {method} {_plural(path)}"] += 1
+                return rule
+        return None
+
+    def lag(self, plural: str) -> float:
+        return self.watch_lag if self.enabled and plural in self.lag_resources else 0.0
+
+    def summary(self) -> dict[str, int]:
+        """Injected faults by kind: error codes, slow, lost, watch lag events, TTL deletions."""
+        out: Counter = Counter()
+        for key, n in self.injected.items():
+            out[key.split(" ")[0] if key.startswith(("slow", "ttl", "lag")) else " ".join(key.split(" ")[:2])] += n
+        return dict(out)
