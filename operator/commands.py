@@ -25,13 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from trainbench.operator import clock
 from trainbench.operator import publish as P
 from trainbench.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, BenchmarkRunSpec, SpecError, parse_spec
 from trainbench.operator.controller.client import Api, ClientError, api_message, choose
 from trainbench.operator.local import LocalOptions, run_local
+from trainbench.operator.manifest import ManifestError, check_metadata, read_manifest
 from trainbench.operator.plan import plan
 from trainbench.operator.report.finalize import finalize
 from trainbench.operator.report.markdown import render_compare
@@ -44,10 +43,6 @@ TAKES_SUBCOMMAND = True
 EXIT_USAGE = 2
 
 
-class ManifestError(ValueError):
-    """A manifest file that is not a usable BenchmarkRun."""
-
-
 class CliError(Exception):
     """A one-line error for the user; `code` is the exit code (2: bad input, 1: the cluster/a server refused)."""
 
@@ -57,41 +52,26 @@ class CliError(Exception):
 
 
 def load_manifest(path: str | Path) -> tuple[str, str | None, dict, str | None]:
-    """(name, namespace, spec dict, generateName) of the BenchmarkRun in a YAML file (the first one when it holds
-    several documents). With only metadata.generateName, name is that prefix without its dash (for the local
-    executor and messages); the cluster picks the real name. Raises ManifestError / SpecError naming the problem."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ManifestError(f"{path}: {e.strerror}") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as e:
-        raise ManifestError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    runs = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
-    if not runs:
-        kinds = sorted({str(d.get("kind")) for d in docs if isinstance(d, dict)})
-        raise ManifestError(f"{path}: no {KIND} in the file (found kinds: {', '.join(kinds) or 'none'})")
-    doc = runs[0]
-    if doc.get("apiVersion") != API_VERSION:
-        raise ManifestError(f"{path}: apiVersion must be {API_VERSION}, got {doc.get('apiVersion')!r}")
-    meta = doc.get("metadata") or {}
-    generate = meta.get("generateName") if not meta.get("name") else None
-    name = meta.get("name") or (generate or "").rstrip("-")
-    if not name:
-        raise ManifestError(f"{path}: metadata.name (or metadata.generateName) is required")
+    """(name, namespace, spec dict, generateName) of the BenchmarkRun in a YAML file (manifest.read_run: one
+    document, read with the bounded strict loader, metadata checked as the API server does). With only
+    metadata.generateName, name is that prefix without its dash (for the local executor and messages); the
+    cluster picks the real name. Raises ManifestError / SpecError naming the problem."""
+    doc = read_manifest(path)
+    name, namespace, generate = check_metadata(doc.get("metadata"), str(path))
     spec = doc.get("spec")
     if spec is None:
         raise SpecError("spec", "is required")
-    return name, meta.get("namespace"), spec, generate
+    return name, namespace, spec, generate
 
 
-def _parse_manifest(path: str) -> tuple[str, str | None, BenchmarkRunSpec, dict, str | None]:
+def _parse_manifest(
+    path: str, *, model_paths: bool = True
+) -> tuple[str, str | None, BenchmarkRunSpec, dict, str | None]:
+    """`model_paths`: a model may be a path to a config.json (not for a run submitted to the cluster)."""
     try:
         name, namespace, raw, generate = load_manifest(path)
         spec = parse_spec(raw)
-        plan(spec)  # the planner's errors (unknown model, bad parallelism, ...) before anything starts
+        plan(spec, model_paths=model_paths)  # the planner's errors (unknown model, bad parallelism, ...) first
     except ManifestError as e:
         raise CliError(str(e)) from None
     except SpecError as e:
@@ -193,7 +173,7 @@ def run_configmaps(source: str, namespace: str | None) -> tuple[dict, dict[str, 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    name, namespace, spec, raw, generate = _parse_manifest(args.file)
+    name, namespace, spec, raw, generate = _parse_manifest(args.file, model_paths=args.local)
     if not args.local:
         return submit(name, args.namespace or namespace, raw, args.file, generate_name=generate)
     if args.baseline:
@@ -313,6 +293,28 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Set spec.cancel on a run: the operator stops its running cases, marks what has not ended Cancelled and
+    writes the results and report of what finished."""
+    api = _api(f"trainbench cancel {args.name}")
+    run = read_run(api, args.name, args.namespace)
+    ns = run["metadata"]["namespace"]
+    phase = (run.get("status") or {}).get("phase")
+    if phase in TERMINAL and phase != "Cancelled":
+        print(f"benchmarkrun/{args.name} already ended ({phase}): nothing to cancel", file=sys.stderr)
+        return 0
+    try:
+        api.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, args.name, {"spec": {"cancel": True}})
+    except Exception as e:  # noqa: BLE001
+        raise _refused(api, e, f"cancelling benchmarkrun/{args.name}") from None
+    print(
+        f"benchmarkrun/{args.name} cancelled: running cases stop, the results of what finished are written "
+        f"(trainbench watch {args.name} -n {ns})",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """Print a line whenever the run's phase, progress or message changes; exit when it finishes: 0 Succeeded,
     1 otherwise (and 1 when --timeout passes first)."""
@@ -427,7 +429,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     name, _, spec, _, _ = _parse_manifest(args.file)
-    cases = plan(spec)
+    cases = plan(spec, model_paths=True)
     if args.json:
         print(json.dumps([c.to_dict() for c in cases], indent=1))
         return 0
@@ -569,6 +571,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     w.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (default: never)")
     _cluster_flags(w)
     w.set_defaults(func=cmd_watch)
+
+    cn = add("cancel", "stop a BenchmarkRun: running cases stop, results and report of what finished are written")
+    cn.add_argument("name", help="the run's name")
+    _cluster_flags(cn)
+    cn.set_defaults(func=cmd_cancel)
 
     rep = add("report", "render the markdown report of a run's results")
     rep.add_argument(

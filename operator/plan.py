@@ -12,13 +12,21 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
-from trainbench.operator.api import BenchmarkRunSpec, CaseSelector, Pool, SpecError, parse_spec
+from trainbench.operator.api import BenchmarkRunSpec, Pool, SpecError, parse_spec
 from trainbench.trainer.config import BadConfig, parse_args
 from trainbench.trainer.contract import LORA_TYPES, SINGLE_GPU_TYPES, TRAIN_TYPES
 from trainbench.trainer.parallel.layout import validate as validate_layout
-from trainbench.trainer.specs import UnknownModelError, resolve_model
+from trainbench.trainer.specs import ModelSpec, UnknownModelError, resolve_model
 
+# The documented limits of a matrix (docs/operator.md): the product models x types x seqLens x ac x attn x ep x
+# cp x pools plus the includes is counted in O(1) before anything is expanded and refused above MAX_EXPANDED;
+# what is left after exclude and de-duplication is refused above MAX_CASES.
 MAX_CASES = 500
+MAX_EXPANDED = 10_000
+# the linear layers LoRA can target in the registry's models (Hugging Face Llama/Qwen naming): attention
+# projections in every model, MLP projections in dense models (an MoE model's routed experts are not adapted)
+LORA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+LORA_MLP = ("gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -132,17 +140,74 @@ def case_id(model: str, type_: str, seq_len: int, ac: str, attn: str, ep: int, c
     return f"{head[: 63 - 7].rstrip('-')}-{digest}"
 
 
-def _matches(sel: CaseSelector, values: dict) -> bool:
-    for name, want in sel.model_dump(exclude_none=True).items():
-        have = values[name]
-        if name == "model":
-            try:
-                want = resolve_model(want).name
-            except UnknownModelError:
-                return False
-        if have != want:
-            return False
-    return True
+def _matches(sel: dict, values: dict) -> bool:
+    """Whether a case (`values`) has every field an exclude entry sets (its model already canonical)."""
+    return all(values[name] == want for name, want in sel.items())
+
+
+def matrix_size(spec: BenchmarkRunSpec) -> int:
+    """The cases the matrix expands to before exclude and de-duplication, in O(1) (list lengths only)."""
+    m = spec.matrix
+    pools = len(m.pools) if m.pools is not None else len(spec.pools)
+    product = len(m.models) * len(m.types) * len(m.seq_lens) * len(m.ac) * len(m.attn) * len(m.ep) * len(m.cp)
+    return product * pools + sum(1 if inc.pool else pools for inc in m.include)
+
+
+def _resolve(name: str, where: str, model_paths: bool) -> ModelSpec:
+    """The model a spec names. A path to a config.json is read only where `model_paths` (the local executor):
+    the operator never opens a file a spec names."""
+    if name.endswith(".json") and not model_paths:
+        raise SpecError(
+            where,
+            f"{name!r} is a path to a model config: paths are for the local executor only (trainbench run "
+            "--local); a BenchmarkRun in the cluster names a model of the registry",
+        )
+    try:
+        model = resolve_model(name)
+        _ = (model.is_moe, model.hidden, model.layers, model.heads, model.kv_heads, model.vocab)
+        return model
+    except UnknownModelError as e:
+        raise SpecError(where, str(e)) from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ZeroDivisionError) as e:
+        detail = str(e).splitlines()[0][:120] if str(e) else ""
+        raise SpecError(where, f"cannot use model config {name[:120]!r}: {e.__class__.__name__} {detail}") from None
+
+
+def _check_lora(spec: BenchmarkRunSpec, model: ModelSpec) -> None:
+    """Every LoRA target names linear layers of the model, and one at least can be adapted (the trainer refuses a
+    model with no matching nn.Linear)."""
+    known = LORA_ATTENTION + LORA_MLP
+    for i, target in enumerate(spec.lora.targets):
+        if target not in known:
+            raise SpecError(
+                f"spec.lora.targets[{i}]",
+                f"{target!r} matches no linear layer of {model.name} (LoRA targets: {', '.join(known)})",
+            )
+    adaptable = LORA_ATTENTION + (() if model.is_moe and not model.config.get("mlp_only_layers") else LORA_MLP)
+    if not set(spec.lora.targets) & set(adaptable):
+        raise SpecError(
+            "spec.lora.targets",
+            f"none of {', '.join(spec.lora.targets)} can be adapted in {model.name}: "
+            f"routed experts are not linear layers (use {', '.join(LORA_ATTENTION)})",
+        )
+
+
+def _check_context(spec: BenchmarkRunSpec, model: ModelSpec, type_: str, seq_len: int) -> None:
+    """A generate case's prompt (seqLen) plus its new tokens, a verify case's new tokens, fit the model's context."""
+    context = model.config.get("max_position_embeddings")
+    if not isinstance(context, int):
+        return
+    if type_ == "generate" and seq_len + spec.generate.new_tokens > context:
+        raise SpecError(
+            "spec.generate.newTokens",
+            f"seqLen {seq_len} + newTokens {spec.generate.new_tokens} exceeds the {context}-token context of "
+            f"{model.name}",
+        )
+    if type_ == "verify" and spec.verify.new_tokens > context:
+        raise SpecError(
+            "spec.verify.newTokens",
+            f"newTokens {spec.verify.new_tokens} exceeds the {context}-token context of {model.name}",
+        )
 
 
 def _check_parallelism(spec_model, type_: str, ep: int, cp: int, pool: Pool, where: str) -> None:
@@ -157,33 +222,43 @@ def _check_parallelism(spec_model, type_: str, ep: int, cp: int, pool: Pool, whe
             raise SpecError(where, f"{name}={degree} does not divide the {pool.gpus} GPUs of pool {pool.name!r}")
 
 
-def _check_trainer_accepts(case: Case) -> None:
+def _check_trainer_accepts(case: Case, model: ModelSpec) -> None:
     """Refuse at plan time what the trainer would refuse at run time: the trainer's own argument parsing
     and parallel-layout checks run on the case's exact arguments (one place for each rule)."""
     try:
         cfg = parse_args(case.trainer_args())
-        validate_layout(cfg, resolve_model(case.model), world_size=case.gpus)
+        validate_layout(cfg, model, world_size=case.gpus)
     except BadConfig as e:
         raise SpecError("spec.matrix", f"case {case.id}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:  # a model config (local path) without the fields it needs
+        raise SpecError(
+            "spec.matrix.models", f"case {case.id}: model {case.model}: {e.__class__.__name__} {e}"
+        ) from None
 
 
-def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
-    """Expand the matrix into cases; raise SpecError naming the field for anything that cannot run."""
+def plan(spec: BenchmarkRunSpec | dict, *, model_paths: bool = False) -> list[Case]:
+    """Expand the matrix into cases; raise SpecError naming the field for anything that cannot run.
+    `model_paths`: models may be paths to a config.json (the local executor only; the operator never reads a file
+    a spec names). The matrix size is checked before anything is expanded (MAX_EXPANDED, MAX_CASES)."""
     if isinstance(spec, dict):
         spec = parse_spec(spec)
     pools = {p.name: p for p in spec.pools}
     m = spec.matrix
 
+    size = matrix_size(spec)
+    if size > MAX_EXPANDED:
+        raise SpecError(
+            "spec.matrix",
+            f"the matrix expands to {size} cases before exclude; at most {MAX_EXPANDED} are allowed "
+            f"(and at most {MAX_CASES} after exclude)",
+        )
     pool_names = m.pools if m.pools is not None else list(pools)
     for i, name in enumerate(pool_names):
         if name not in pools:
             raise SpecError(f"spec.matrix.pools[{i}]", f"unknown pool {name!r}; defined: {', '.join(pools)}")
     models = {}
     for i, name in enumerate(m.models):
-        try:
-            models[name] = resolve_model(name)
-        except UnknownModelError as e:
-            raise SpecError(f"spec.matrix.models[{i}]", str(e)) from None
+        models[name] = _resolve(name, f"spec.matrix.models[{i}]", model_paths)
 
     combos = [
         dict(model=models[mo].name, type=t, seq_len=s, ac=a, attn=at, ep=e, cp=c, pool=p)
@@ -196,10 +271,9 @@ def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
         values = inc.model_dump(exclude_none=True)
         if "model" not in values:
             raise SpecError(where, "an include needs at least a model")
-        try:
-            values["model"] = resolve_model(values["model"]).name
-        except UnknownModelError as e:
-            raise SpecError(f"{where}.model", str(e)) from None
+        model = _resolve(values["model"], f"{where}.model", model_paths)
+        models.setdefault(values["model"], model)
+        values["model"] = model.name
         if values.get("pool") is not None and values["pool"] not in pools:
             raise SpecError(f"{where}.pool", f"unknown pool {values['pool']!r}; defined: {', '.join(pools)}")
         defaults = dict(type=m.types[0], seq_len=m.seq_lens[0], ac=m.ac[0], attn=m.attn[0], ep=m.ep[0], cp=m.cp[0])
@@ -207,14 +281,33 @@ def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
         for p in targets:
             combos.append({**defaults, **values, "pool": p})
 
+    by_name = {model.name: model for model in models.values()}
+    excludes = []
+    for i, x in enumerate(m.exclude):
+        sel = x.model_dump(exclude_none=True)
+        if "model" in sel:
+            where = f"spec.matrix.exclude[{i}].model"
+            sel["model"] = _resolve(sel["model"], where, model_paths).name
+            if sel["model"] not in by_name:
+                raise SpecError(where, f"{x.model!r} is not in the matrix (models: {', '.join(by_name)})")
+        if "pool" in sel and sel["pool"] not in pool_names:
+            raise SpecError(
+                f"spec.matrix.exclude[{i}].pool", f"{x.pool!r} is not in the matrix (pools: {', '.join(pool_names)})"
+            )
+        excludes.append(sel)
+    if any(t in LORA_TYPES for t in m.types) or any(inc.type in LORA_TYPES for inc in m.include):
+        for model in by_name.values():
+            _check_lora(spec, model)
+
     cases: list[Case] = []
     seen = set()
     for values in combos:
-        if any(_matches(x, values) for x in m.exclude):
+        if any(_matches(x, values) for x in excludes):
             continue
         pool = pools[values["pool"]]
-        model = resolve_model(values["model"])
+        model = by_name[values["model"]]
         _check_parallelism(model, values["type"], values["ep"], values["cp"], pool, "spec.matrix")
+        _check_context(spec, model, values["type"], values["seq_len"])
         lora = values["type"] in LORA_TYPES
         extra = {"lora": [spec.lora.rank, spec.lora.alpha, sorted(spec.lora.targets)] if lora else None}
         targs = type_args(spec, values["type"])
@@ -249,10 +342,10 @@ def plan(spec: BenchmarkRunSpec | dict) -> list[Case]:
                 **values,
             )
         )
-    for case in cases:
-        _check_trainer_accepts(case)
     if not cases:
         raise SpecError("spec.matrix", "the matrix plans no cases (everything excluded?)")
     if len(cases) > MAX_CASES:
         raise SpecError("spec.matrix", f"the matrix plans {len(cases)} cases; at most {MAX_CASES} are allowed")
+    for case in cases:
+        _check_trainer_accepts(case, by_name[case.model])
     return cases

@@ -34,7 +34,14 @@ DEFAULTED = [(path, node) for path, node in nodes(SCHEMA) if "default" in node]
 
 
 def test_the_crd_has_rules_and_defaults():
-    assert {p for p, _ in RULED} == {".spec", ".spec.matrix", ".spec.baseline"}
+    assert {p for p, _ in RULED} == {
+        ".spec",
+        ".spec.matrix",
+        ".spec.baseline",
+        ".spec.pools[].resourceName",
+        ".spec.pools[].nodeSelector",
+        ".spec.pools[].tolerations[]",
+    }
     assert len(DEFAULTED) >= 40
 
 
@@ -51,13 +58,15 @@ def test_each_rule_holds_on_the_defaults_of_a_minimal_run(path, node):
     """The rules read fields that have defaults (batchSize, microBatch, matrix.include, baseline.source): on a
     minimal run, defaulted as the server does it, every rule evaluates (no missing key) and holds."""
     obj = apply_defaults(copy.deepcopy(MINIMAL), SCHEMA)
-    value = obj
-    for key in path.strip(".").split("."):
-        value = value[key]
+    values = [obj]
+    for key in path.strip(".").split("."):  # `pools[]`: every item of the list (none: nothing to check)
+        name, items = key.removesuffix("[]"), key.endswith("[]")
+        values = [v for value in values for v in (value[name] if items else [value[name]])]
     env = celpy.Environment()
-    for rule in node["x-kubernetes-validations"]:
-        result = env.program(env.compile(rule["rule"])).evaluate({"self": celpy.json_to_cel(value)})
-        assert bool(result) is True, f"{path}: {rule['rule']} -> {result!r}"
+    for value in values:
+        for rule in node["x-kubernetes-validations"]:
+            result = env.program(env.compile(rule["rule"])).evaluate({"self": celpy.json_to_cel(value)})
+            assert bool(result) is True, f"{path}: {rule['rule']} -> {result!r}"
 
 
 def test_a_rule_that_reads_an_absent_default_is_caught():

@@ -83,10 +83,10 @@ def test_ids_change_with_configuration():
         ({"matrix": {"cp": [2]}}, "spec.matrix", "does not divide the 1 GPUs of pool 'h100'"),
         ({"steps": 0}, "spec.steps", "greater than or equal to 1"),
         ({"pools": []}, "spec.pools", "at least 1"),
-        ({"pools": [{"name": "h100"}, {"name": "h100"}]}, "spec", "duplicate pool"),
+        ({"pools": [{"name": "h100"}, {"name": "h100"}]}, "spec.pools", "duplicate pool"),
         ({"pools": [{"name": "H 100"}]}, "spec.pools[0].name", "pattern"),
         ({"bogus": 1}, "spec.bogus", "unknown field"),
-        ({"batchSize": 3, "microBatch": 2}, "spec", "multiple of microBatch"),
+        ({"batchSize": 3, "microBatch": 2}, "spec.batchSize", "multiple of microBatch"),
         ({"baseline": {"source": "configMap"}}, "spec.baseline", "configMap is required"),
         ({"matrix": {"include": [{"type": "sft-full"}]}}, "spec.matrix.include[0]", "needs at least a model"),
         # refused by the trainer's own checks, at plan time
