@@ -166,9 +166,13 @@ def test_entrypoint_is_a_trainbench_subcommand(path):
 
 
 def _commands(cli) -> dict[str, str]:
-    """The `trainbench` dispatch table, read from cli.main's source (it is a local dict)."""
+    """The `trainbench` dispatch table: cli.COMMANDS (name -> (module, description)), or in older versions a
+    local dict in cli.main's source."""
     import ast
     import inspect
+
+    if hasattr(cli, "COMMANDS"):
+        return {name: entry[0] if isinstance(entry, tuple) else entry for name, entry in cli.COMMANDS.items()}
 
     tree = ast.parse(inspect.getsource(cli.main))
     for node in ast.walk(tree):
@@ -327,3 +331,38 @@ def test_host_pip_settings_become_build_args_and_read_only_mounts(tmp_path):
     assert not any("constraint" in v.lower() for _, v in pairs)
     mounts = sorted(v for f, v in pairs if f == "-v")
     assert mounts == sorted(f"{p}:{p}:ro" for p in (ca, tmp_path / "mirror", tmp_path / "wheels"))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.parent.name)
+def test_every_dependency_of_the_installed_extras_is_pinned(path):
+    """The package goes in with `--no-deps` after its dependencies were installed at pinned versions, so a
+    dependency added to pyproject.toml needs its pin in each image (else `pip check` fails the build, or the
+    GPU images, which CI does not build, would miss it). This names the missing pin at once."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    stages, args = _stages(path)
+    pinned: set[str] = set()
+    extras: set[str] = set()
+    for _image, _alias, cmds in stages:
+        for c in cmds:
+            if c.cmd != "RUN":
+                continue
+            for pip_args in _pip_installs(" ".join(c.value)):
+                for tok in pip_args:
+                    if tok.startswith("/src["):
+                        extras |= set(tok[len("/src[") : tok.index("]")].split(","))
+                    elif "==" in tok:
+                        pinned.add(_norm(tok.split("==")[0]))
+    assert extras, f"{path.parent.name}: no /src[extras] install"
+    needed = list(project["dependencies"]) + [r for e in sorted(extras) for r in project["optional-dependencies"][e]]
+    names = {_norm(re.match(r"[A-Za-z0-9_.\-]+", r).group(0)) for r in needed}
+    missing = sorted(names - pinned)
+    assert not missing, (
+        f"{path.parent.name}: pyproject.toml's {sorted(extras)} need {missing}, which the Dockerfile does not "
+        "install at a pinned version: add an ARG <NAME>_VERSION=<version> and the package to its pinned install"
+    )
