@@ -10,6 +10,7 @@ the local executor, so both refuse bad input with the same messages. Field names
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -251,13 +252,25 @@ class Volume(BaseModel):
 EXTRA_RESOURCE_NAME = r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$"
 
 
+INT_OR_STRING_MAP = {"additionalProperties": {"x-kubernetes-int-or-string": True}}
+
+
 class ExtraResources(_Model):
     """Requests and limits added next to the GPUs (e.g. rdma/rdma_shared_device_a: 1, hugepages-2Mi: 1Gi)."""
 
-    requests: dict[str, str] = Field(default_factory=dict)
+    requests: dict[str, str] = Field(default_factory=dict, json_schema_extra=INT_OR_STRING_MAP)
     """Extra requests (resource name -> quantity)."""
-    limits: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict, json_schema_extra=INT_OR_STRING_MAP)
     """Extra limits (resource name -> quantity); an extended resource limit is also its request."""
+
+    @field_validator("requests", "limits", mode="before")
+    @classmethod
+    def _quantities(cls, value):
+        if isinstance(value, dict):  # a quantity may be written as a number (rdma/rdma_shared_device_a: 1)
+            return {
+                k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in value.items()
+            }
+        return value
 
     @field_validator("requests", "limits")
     @classmethod
@@ -677,6 +690,15 @@ class BenchmarkRunSpec(_Model):
     baseline: Baseline = Field(default_factory=Baseline)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     publish: Publish | None = None
+    repeats: int = Field(default=1, ge=1, le=20)
+    """Fresh processes (pods) per case, interleaved across cases (round 1 of every case, then round 2, ...). The
+    case's value is their median (olympic mean from 5 up) and their run-to-run spread feeds the verdict. 1 suits
+    a nightly whose baseline pools the suite's last runs (their spread is known); raise it for a pinned baseline
+    or a noisy pool."""
+    confirm: int = Field(default=2, ge=0, le=10)
+    """Re-runs of a case whose regression is suspected, as fresh processes (pods) after the other cases; it is
+    Confirmed when they still regress and Cleared when they do not. Only Confirmed regressions count and alert.
+    0 confirms a significant regression at once."""
 
     @model_validator(mode="after")
     def _cross(self):
@@ -871,9 +893,14 @@ def parse_spec(spec: dict) -> BenchmarkRunSpec:
         raise SpecError(loc, _one_line(msg)) from None
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
+
+
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A short repr of a bad value (bounded: never walks a whole nested input)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _one_line(text: str) -> str:

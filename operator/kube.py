@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from trainbench.operator.api import API_VERSION, KIND
@@ -31,10 +32,21 @@ class PodSettings:
     metrics_port: int = METRICS_PORT
     pod_annotations: dict = field(default_factory=dict)
     compile_cache_claim: str | None = None  # the pool's compile-cache PersistentVolumeClaim
+    # the merged pod template (api.PodTemplate as camelCase dict: operator defaults < spec.podTemplate < pool's)
+    template: dict = field(default_factory=dict)
+    weights_claim: str | None = None  # the case model's weights (spec.weights): claim and path inside it
+    weights_path: str | None = None
 
     @classmethod
-    def for_pool(cls, pool, pod_annotations: dict | None = None) -> PodSettings:
-        """From a parsed `api.Pool`."""
+    def for_pool(
+        cls,
+        pool,
+        pod_annotations: dict | None = None,
+        run_template=None,
+        defaults: dict | None = None,
+    ) -> PodSettings:
+        """From a parsed `api.Pool`; `run_template` is spec.podTemplate, `defaults` the operator's trainer pod
+        defaults (TRAINBENCH_TRAINER_POD_DEFAULTS), the lowest priority."""
         cache = pool.compile_cache
         return cls(
             resource_name=pool.resource_name,
@@ -44,7 +56,58 @@ class PodSettings:
             memory=pool.memory,
             pod_annotations=dict(pod_annotations or {}),
             compile_cache_claim=cache.persistent_volume_claim.claim_name if cache else None,
+            template=merge_pod_templates(defaults, run_template, getattr(pool, "pod_template", None)),
         )
+
+
+def _template_dict(template) -> dict:
+    if template is None:
+        return {}
+    if hasattr(template, "model_dump"):
+        return template.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
+    return dict(template)
+
+
+def _merge_named(low: list, high: list, key: str) -> list:
+    """Lists of objects with a name (env, volumes, mounts, pull secrets): `high` wins on the same name."""
+    out = {item.get(key): item for item in low or []}
+    out.update({item.get(key): item for item in high or []})
+    return list(out.values())
+
+
+def merge_pod_templates(*templates) -> dict:
+    """Pod templates merged in priority order (later wins), field by field: scalars replace, maps merge, lists of
+    named objects merge by name (env, volumes, volumeMounts by mountPath, imagePullSecrets), resources merge per
+    requests/limits. Each template: an api.PodTemplate, its camelCase dict, or None."""
+    out: dict = {}
+    for template in templates:
+        t = _template_dict(template)
+        for key, value in t.items():
+            if value in (None, "", [], {}):
+                continue
+            if key in ("labels", "annotations"):
+                out[key] = {**out.get(key, {}), **value}
+            elif key == "resources":
+                old = out.get(key, {})
+                out[key] = {k: {**old.get(k, {}), **value.get(k, {})} for k in ("requests", "limits")}
+            elif key in ("env", "volumes", "imagePullSecrets"):
+                out[key] = _merge_named(out.get(key, []), value, "name")
+            elif key == "volumeMounts":
+                out[key] = _merge_named(out.get(key, []), value, "mountPath")
+            else:
+                out[key] = value
+    return out
+
+
+def case_weights(weights: dict, case: Case) -> tuple[str | None, str] | None:
+    """(claim or None, path) of the weights spec.weights gives `case`'s model (named by its short name or its
+    Hugging Face id); None: random weights."""
+    for key in (case.model, case.hf_name):
+        w = (weights or {}).get(key)
+        if w is not None:
+            claim = w.persistent_volume_claim.claim_name if w.persistent_volume_claim else None
+            return claim, w.path
+    return None
 
 
 # --- labels and annotations -----------------------------------------------------------------------------
@@ -98,6 +161,10 @@ COMPILE_CACHE_ENV = (
     ("TORCHINDUCTOR_AUTOGRAD_CACHE", "1"),
 )
 
+# --- real weights (spec.weights): the model's claim, read-only ------------------------------------------------------
+WEIGHTS_VOLUME = "weights"
+WEIGHTS_PATH = "/weights"
+
 _DNS = re.compile(r"[^a-z0-9-]+")
 
 
@@ -115,9 +182,13 @@ def label_value(text: str) -> str:
 
 
 def job_name(run: str, case_id: str, limit: int = 63) -> str:
-    """`<run>-<case>` shortened to a DNS label (`limit` chars), with a hash of both so names never collide."""
+    """`<run>-<case>` shortened to a DNS label (`limit` chars), with a hash of both so names never collide. It
+    starts with a letter (a run named `1st-...` gets `r1st-...`): a multi-node case's headless Service has the
+    Job's name, and a Service name is a DNS-1035 label."""
     digest = hashlib.sha256(f"{run}/{case_id}".encode()).hexdigest()[:6]
     head = _dns(run, min(24, limit // 2))
+    if not head[:1].isalpha():
+        head = ("r" + head)[: min(24, limit // 2)].rstrip("-")
     rest = _dns(case_id, limit - len(head) - len(digest) - 2)
     return f"{head}-{rest}-{digest}".replace("--", "-")
 
@@ -146,12 +217,21 @@ def case_job_name(run: str, case: Case, multi_node_engine: str = ENGINE_JOB) -> 
     return job_name(run, case.id)
 
 
+def _suffixed(run: str, suffix: str, limit: int = 253) -> str:
+    """`<run><suffix>` as an object name of at most `limit` characters: a run name too long for it keeps a head
+    and a hash of the whole name (names of different runs never collide; `-results` and `-report` never meet)."""
+    if len(run) + len(suffix) <= limit:
+        return f"{run}{suffix}"
+    digest = hashlib.sha256(run.encode()).hexdigest()[:10]
+    return f"{run[: limit - len(suffix) - 11].rstrip('-.')}-{digest}{suffix}"
+
+
 def results_configmap_name(run: str) -> str:
-    return f"{run}-results"
+    return _suffixed(run, "-results")
 
 
 def report_configmap_name(run: str) -> str:
-    return f"{run}-report"
+    return _suffixed(run, "-report")
 
 
 def owner_reference(run: dict) -> dict:
@@ -186,13 +266,47 @@ def run_selector(run_name: str) -> str:
     return f"{L_RUN}={label_value(run_name)}"
 
 
-def _quantity_resources(case: Case, resource_name: str, cpu: str | None, memory: str | None) -> dict:
+def _quantity_resources(
+    case: Case, resource_name: str, cpu: str | None, memory: str | None, extra: dict | None = None
+) -> dict:
+    """The GPUs (and the pool's cpu/memory) as requests = limits, plus the pod template's extra resources (an extra
+    limit without its own request is requested as much, as Kubernetes requires of extended resources)."""
     limits: dict[str, str] = {resource_name: str(case.gpus_per_node)}
     if cpu:
         limits["cpu"] = cpu
     if memory:
         limits["memory"] = memory
-    return {"requests": dict(limits), "limits": dict(limits)}
+    own = set(limits)  # the pool's GPUs, cpu and memory are not overridden by the template
+    requests = dict(limits)
+    extra = extra or {}
+    for name, value in (extra.get("requests") or {}).items():
+        if name not in own:
+            requests[name] = str(value)
+    for name, value in (extra.get("limits") or {}).items():
+        if name not in own:
+            limits[name] = str(value)
+            requests.setdefault(name, str(value))
+    return {"requests": requests, "limits": limits}
+
+
+REPRO_DEVICES = {
+    "nvidia.com/gpu": "--device nvidia.com/gpu=all ",
+    "amd.com/gpu": "--device /dev/kfd --device /dev/dri ",
+}
+
+
+def repro_command(
+    case: Case, run: str, image: str, weights: str | None = None, resource_name: str | None = "nvidia.com/gpu"
+) -> str:
+    """One line that runs `case` again by hand: the exact trainer command of its pod in `image` (pinned by digest
+    where known) under podman with the pool's GPUs (CDI for NVIDIA, the device nodes for AMD; none for a CPU
+    pool, `resource_name` None); a case of several nodes needs torchrun's PET_* environment as the Job sets it."""
+    cmd = trainer_command(case, run, "", None)
+    if weights:
+        cmd += ["--weights", weights]
+    gpu = REPRO_DEVICES.get(resource_name or "", "")
+    node_env = "" if case.nodes == 1 else "-e PET_NODE_RANK=<rank> -e PET_MASTER_ADDR=<rank-0 host> --network host "
+    return f"podman run --rm {gpu}--ipc host {node_env}{shlex.quote(image)} " + shlex.join(cmd)
 
 
 def trainer_command(case: Case, run: str, name: str, metrics_port: int = METRICS_PORT) -> list[str]:
@@ -205,6 +319,15 @@ def trainer_command(case: Case, run: str, name: str, metrics_port: int = METRICS
     if case.nodes == 1:
         cmd += ["--standalone"]
     return cmd + ["-m", "trainbench.trainer", *case.trainer_args(run=run, metrics_port=metrics_port)]
+
+
+def weights_arg(pod: PodSettings) -> str | None:
+    """The --weights path of a trainer pod whose case has real weights (the claim mounted at WEIGHTS_PATH)."""
+    if not pod.weights_path:
+        return None
+    if not pod.weights_claim:
+        return pod.weights_path
+    return f"{WEIGHTS_PATH}/{pod.weights_path.lstrip('/')}".rstrip("/")
 
 
 def master_addr(name: str, multi_node_engine: str = ENGINE_JOB) -> str:
@@ -326,12 +449,14 @@ def _job_spec(run: dict, case: Case, *, name: str, multi_node_engine: str, label
     With `pod.compile_cache_claim`, the PersistentVolumeClaim of the pool's compile cache is mounted at
     COMPILE_CACHE_PATH and torch's cache directories point into it (COMPILE_CACHE_ENV)."""
     run_name = run["metadata"]["name"]
-    pod_labels = dict(labels)
+    tpl = pod.template or {}
+    pod_labels = {**(tpl.get("labels") or {}), **labels}  # the operator's own labels win
     container = {
         "name": CONTAINER,
         "image": case.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": trainer_command(case, run_name, name, pod.metrics_port),
+        "command": trainer_command(case, run_name, name, pod.metrics_port)
+        + (["--weights", weights_arg(pod)] if weights_arg(pod) else []),
         "env": [
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "TRAINBENCH_RUN", "value": run_name},
@@ -341,7 +466,7 @@ def _job_spec(run: dict, case: Case, *, name: str, multi_node_engine: str, label
             *torchrun_env(case, name, multi_node_engine),
         ],
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": pod.metrics_port, "protocol": "TCP"}],
-        "resources": _quantity_resources(case, pod.resource_name, pod.cpu, pod.memory),
+        "resources": _quantity_resources(case, pod.resource_name, pod.cpu, pod.memory, tpl.get("resources")),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -365,6 +490,12 @@ def _job_spec(run: dict, case: Case, *, name: str, multi_node_engine: str, label
         pod_spec["volumes"].append(
             {"name": COMPILE_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": pod.compile_cache_claim}}
         )
+    if pod.weights_claim:
+        container["volumeMounts"].append({"name": WEIGHTS_VOLUME, "mountPath": WEIGHTS_PATH, "readOnly": True})
+        pod_spec["volumes"].append(
+            {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": pod.weights_claim, "readOnly": True}}
+        )
+    _apply_template(tpl, pod_spec, container)
     if pod.node_selector:
         pod_spec["nodeSelector"] = dict(pod.node_selector)
     if pod.tolerations:
@@ -384,7 +515,11 @@ def _job_spec(run: dict, case: Case, *, name: str, multi_node_engine: str, label
         "template": {
             "metadata": {
                 "labels": pod_labels,
-                "annotations": {**pod.pod_annotations, A_METRICS_PORT: str(pod.metrics_port)},
+                "annotations": {
+                    **pod.pod_annotations,
+                    **(tpl.get("annotations") or {}),
+                    A_METRICS_PORT: str(pod.metrics_port),
+                },
             },
             "spec": pod_spec,
         },
@@ -393,6 +528,22 @@ def _job_spec(run: dict, case: Case, *, name: str, multi_node_engine: str, label
         job_spec["completionMode"] = "Indexed"
         container["ports"].append({"name": "rdzv", "containerPort": RDZV_PORT, "protocol": "TCP"})
     return job_spec
+
+
+def _apply_template(tpl: dict, pod_spec: dict, container: dict) -> None:
+    """The merged pod template on a trainer pod: pod fields, extra env (the operator's own variables win),
+    volumes and mounts (the operator's names and paths win)."""
+    for key in ("serviceAccountName", "priorityClassName", "runtimeClassName", "affinity"):
+        if tpl.get(key):
+            pod_spec[key] = tpl[key]
+    if tpl.get("imagePullSecrets"):
+        pod_spec["imagePullSecrets"] = [{"name": s["name"]} for s in tpl["imagePullSecrets"]]
+    own_env = {e["name"] for e in container["env"]}
+    container["env"] = [e for e in tpl.get("env") or [] if e["name"] not in own_env] + container["env"]
+    own_volumes = {v["name"] for v in pod_spec["volumes"]}
+    pod_spec["volumes"] += [v for v in tpl.get("volumes") or [] if v["name"] not in own_volumes]
+    own_paths = {m["mountPath"] for m in container["volumeMounts"]}
+    container["volumeMounts"] += [m for m in tpl.get("volumeMounts") or [] if m["mountPath"] not in own_paths]
 
 
 def build_service(run: dict, case: Case, *, namespace: str, suite: str | None = None) -> dict | None:

@@ -19,7 +19,9 @@ result and still writes the report.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from trainbench.operator.report.finalize import HISTORY_RUNS, finalize
 from trainbench.operator.results import baseline as B
 from trainbench.operator.results import document as R
 from trainbench.operator.results import history as H
+from trainbench.operator.results import verdict as V
 from trainbench.operator.results.keys import plain_label
 from trainbench.trainer import contract as C
 
@@ -57,7 +60,12 @@ class LocalOptions:
     plots: bool = True  # trend plots into out/plots (once the folder holds two runs or more)
     trainer_cmd: list[str] = field(default_factory=lambda: [sys.executable, "-m", "trainbench.trainer"])
     extra_args: list[str] = field(default_factory=list)  # appended to every trainer command line
+    # real weights: model (name or Hugging Face id) -> a local safetensors file or directory (--weights MODEL=DIR;
+    # spec.weights entries without a persistentVolumeClaim are added by run_local)
+    weights: dict[str, str] = field(default_factory=dict)
     log: Any = None  # a file for status lines (default: stderr)
+    repeats: int | None = None  # processes per case (None: the spec's repeats)
+    confirm: int | None = None  # re-runs of a suspected regression (None: the spec's confirm)
 
 
 @dataclass
@@ -186,15 +194,19 @@ def _skip(case: Case, reason: str | None, message: str) -> dict:
 def case_command(case: Case, run: str, device: str, opts: LocalOptions, output: Path) -> list[str]:
     args = case.trainer_args(run=run, metrics_port=0) + ["--device", device, "--output", str(output)]
     args += opts.extra_args
+    weights = next((opts.weights[k] for k in (case.model, case.hf_name) if k in opts.weights), None)
+    if weights:
+        args += ["--weights", str(Path(weights).expanduser().resolve())]
     if device == "cuda" and case.gpus_per_node > 1:
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         return [*torchrun, "--nproc-per-node", str(case.gpus_per_node), "-m", "trainbench.trainer", *args]
     return [*opts.trainer_cmd, *args]
 
 
-def run_case(case: Case, run: str, device: str, gpus: int, opts: LocalOptions, label: str) -> dict:
+def run_case(case: Case, run: str, device: str, gpus: int, opts: LocalOptions, label: str, repeat: int = 1) -> dict:
     """Run one case as a local process; the outcome dict of results.build_results. KeyboardInterrupt is
-    re-raised after the process is stopped, with the outcome attached as `exc.outcome`."""
+    re-raised after the process is stopped, with the outcome attached as `exc.outcome`. Repeats after the
+    first write `cases/<id>.r<N>.json` and `logs/<id>.r<N>.log`."""
     if case.nodes > 1:
         return _skip(case, None, f"needs {case.nodes} nodes; the local executor runs on this machine only")
     if device == "cuda" and case.gpus_per_node > gpus:
@@ -202,8 +214,9 @@ def run_case(case: Case, run: str, device: str, gpus: int, opts: LocalOptions, l
     if device == "cpu" and case.gpus > 1:
         return _skip(case, None, f"needs {case.gpus} GPUs; on CPU the local executor runs single-process cases only")
     out = opts.out
-    result_path = out / "cases" / f"{case.id}.json"
-    log_path = out / "logs" / f"{case.id}.log"
+    stem = case.id if repeat == 1 else f"{case.id}.r{repeat}"
+    result_path = out / "cases" / f"{stem}.json"
+    log_path = out / "logs" / f"{stem}.log"
     result_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.unlink(missing_ok=True)
@@ -261,6 +274,7 @@ def run_case(case: Case, run: str, device: str, gpus: int, opts: LocalOptions, l
         "gpu": env_info.get("gpu_name"),
         "driver": env_info.get("driver"),
         "image": None,  # no container: the local executor runs this checkout's trainer
+        "repro": shlex.join(cmd),
         "job": f"pid {proc.pid}",
         "started_at": started,
         "finished_at": _now(),
@@ -300,47 +314,103 @@ def _sigterm_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _run_cases(cases: list[Case], run: str, device: str, gpus: int, opts: LocalOptions, outcomes: dict, log) -> bool:
-    """Run the cases one after the other into `outcomes`; True when stopped by the user."""
+def _run_round(
+    cases: list[Case],
+    run: str,
+    device: str,
+    gpus: int,
+    opts: LocalOptions,
+    outcomes: dict[str, list[dict]],
+    log,
+    repeat: int = 1,
+    rounds: int = 1,
+    confirm: bool = False,
+) -> bool:
+    """Run the cases one after the other, appending each outcome to `outcomes[case.id]`; True when stopped by
+    the user (the cases not run yet get a Skipped outcome)."""
+    tag = " confirm" if confirm else (f" r{repeat}/{rounds}" if rounds > 1 else "")
     for i, case in enumerate(cases):
-        label = f"[{i + 1}/{len(cases)}] {case_label(case)}"
+        label = f"[{i + 1}/{len(cases)}{tag}] {case_label(case)}"
         try:
-            outcomes[case.id] = run_case(case, run, device, gpus, opts, label)
+            o = run_case(case, run, device, gpus, opts, label, repeat=repeat)
         except KeyboardInterrupt as e:
-            if getattr(e, "outcome", None):
-                outcomes[case.id] = e.outcome  # type: ignore[attr-defined]
-            else:
-                outcomes[case.id] = {"phase": "Failed", "reason": "Interrupted", "message": "stopped by the user"}
+            o = getattr(e, "outcome", None) or {
+                "phase": "Failed",
+                "reason": "Interrupted",
+                "message": "stopped by the user",
+            }
+            outcomes.setdefault(case.id, []).append({**o, "confirm": confirm})
             for rest in cases[i + 1 :]:
-                outcomes[rest.id] = _skip(rest, "Interrupted", "not run: stopped by the user")
+                if not outcomes.get(rest.id):
+                    outcomes[rest.id] = [_skip(rest, "Interrupted", "not run: stopped by the user")]
             print("trainbench: interrupted; writing the results of the finished cases", file=log, flush=True)
             return True
-        o = outcomes[case.id]
+        outcomes.setdefault(case.id, []).append({**o, "confirm": confirm})
         if o["phase"] != "Succeeded":
             first = (o.get("message") or "").splitlines()[0] if o.get("message") else ""
             print(f"  {case.id}: {o['phase']} {o.get('reason') or ''} {first}".rstrip(), file=log, flush=True)
     return False
 
 
+def _outcomes(outcomes: dict[str, list[dict]]) -> dict[str, dict]:
+    """build_results' outcome per case: the one outcome of a case run once, else all its repeats."""
+    return {cid: runs[0] if len(runs) == 1 else {"repeats": runs} for cid, runs in outcomes.items()}
+
+
+ACKS_FILE = "acks.json"
+
+
+def load_acks(out: Path) -> list[dict]:
+    """Acknowledged change points and accepted baselines of a results folder (`trainbench baseline accept`)."""
+    path = Path(out) / ACKS_FILE
+    if not path.exists():
+        return []
+    doc = json.loads(path.read_text())
+    if not isinstance(doc, list) or not all(isinstance(a, dict) for a in doc):
+        raise ValueError(f"{path}: expected a JSON list of {{run, case?, metric?, accept?, note?}} objects")
+    return doc
+
+
+def _inputs(out: Path, opts: LocalOptions, suite: str, run: str) -> tuple[Any, dict | None, list[dict]]:
+    """(baseline, history, acks) of a run into `out`: opts.baseline, else this folder's history of the suite."""
+    history = H.load(out / H.CONFIGMAP_KEY)
+    if history is not None and history.get("suite") != suite:
+        history = None
+    acks = load_acks(out)
+    if opts.baseline:
+        base = B.load_baseline(opts.baseline)
+    elif history is not None:
+        base = B.from_history(history, exclude_run=run, accepted=acks)
+    else:
+        base = None
+    return base, history, acks
+
+
 def run_local(name: str, spec: BenchmarkRunSpec, opts: LocalOptions) -> LocalRun:
-    """Run every case of a (parsed) BenchmarkRun spec locally and write results, report and plots."""
+    """Run every case of a (parsed) BenchmarkRun spec locally and write results, report and plots.
+
+    Each case runs `repeats` times, interleaved (every case once, then again, ...); then every case whose
+    regression against the baseline is suspected runs `confirm` more times, and the verdict says Confirmed or
+    Cleared (results/verdict.py)."""
     log = opts.log or sys.stderr
-    cases = plan(spec)
+    cases = plan(spec, model_paths=True)  # the local executor reads model config paths
+    local_weights = {m: w.path for m, w in spec.weights.items() if w.persistent_volume_claim is None}
+    if local_weights:
+        opts = replace(opts, weights={**local_weights, **opts.weights})
+    for model, path in opts.weights.items():
+        if not Path(path).expanduser().exists():
+            raise ValueError(f"weights for {model}: {path}: no such file or directory")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     gpus = local_gpus() if opts.device in ("auto", "cuda") else 0
     device = opts.device if opts.device != "auto" else ("cuda" if gpus else "cpu")
     suite = spec.suite or name
+    repeats = opts.repeats if opts.repeats is not None else spec.repeats
+    confirm = opts.confirm if opts.confirm is not None else spec.confirm
     started = _now()
     run = f"{name}-{started.strftime('%Y%m%d-%H%M%S')}"
     print(f"trainbench: run {run}: {len(cases)} case(s) on {device} ({gpus} GPU(s)) -> {out}", file=log, flush=True)
-    outcomes: dict[str, dict] = {}
-    previous = _sigterm_as_interrupt()
-    try:
-        interrupted = _run_cases(cases, run, device, gpus, opts, outcomes, log)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    base, history, acks = _inputs(out, opts, suite, run)
     environment = {
         "executor": "local",
         "commit": git_commit(Path.cwd()),
@@ -352,23 +422,49 @@ def run_local(name: str, spec: BenchmarkRunSpec, opts: LocalOptions) -> LocalRun
     }
     with contextlib.suppress(PackageNotFoundError):  # not installed as a distribution
         environment["trainbench"] = version("trainbench")
-    results = R.build_results(run, suite, spec, cases, outcomes, started, _now(), environment)
-    return finish(results, out, opts, interrupted)
+    outcomes: dict[str, list[dict]] = {}
+    previous = _sigterm_as_interrupt()
+    try:
+        interrupted = False
+        for r in range(1, repeats + 1):
+            interrupted = _run_round(cases, run, device, gpus, opts, outcomes, log, repeat=r, rounds=repeats)
+            if interrupted:
+                break
+        if not interrupted and confirm > 0 and base is not None:
+            probe = R.build_results(run, suite, spec, cases, _outcomes(outcomes), started, _now(), environment)
+            V.apply(probe, base, confirm=confirm)
+            ids = {c["id"] for c in V.suspected(probe)}
+            doubtful = [c for c in cases if c.id in ids]
+            if doubtful:
+                names = ", ".join(c.id for c in doubtful)
+                print(
+                    f"trainbench: suspected regression: {names}; {confirm} re-run(s) to confirm", file=log, flush=True
+                )
+            for k in range(confirm if doubtful else 0):
+                interrupted = _run_round(
+                    doubtful, run, device, gpus, opts, outcomes, log, repeat=repeats + k + 1, confirm=True
+                )
+                if interrupted:
+                    break
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    results = R.build_results(run, suite, spec, cases, _outcomes(outcomes), started, _now(), environment)
+    return finish(results, out, opts, interrupted, inputs=(base, history, acks), confirm=confirm)
 
 
-def finish(results: dict, out: Path, opts: LocalOptions, interrupted: bool = False) -> LocalRun:
-    """Baseline, verdicts, history, plots, report (report.finalize): write everything into `out`. The
-    baseline: opts.baseline, else this folder's history of the same suite; an interrupted run is reported
-    but not recorded in the history."""
-    history = H.load(out / H.CONFIGMAP_KEY)
-    if history is not None and history.get("suite") != results["suite"]:
-        history = None
-    if opts.baseline:
-        base = B.load_baseline(opts.baseline)
-    elif history is not None:
-        base = B.from_history(history, exclude_run=results["run"])
-    else:
-        base = None
+def finish(
+    results: dict,
+    out: Path,
+    opts: LocalOptions,
+    interrupted: bool = False,
+    inputs: tuple[Any, dict | None, list[dict]] | None = None,
+    confirm: int | None = None,
+) -> LocalRun:
+    """Baseline, verdicts, history, change points, plots, report (report.finalize): write everything into
+    `out`. The baseline: opts.baseline, else this folder's history of the same suite; an interrupted run is
+    reported but not recorded in the history."""
+    base, history, acks = inputs if inputs is not None else _inputs(out, opts, results["suite"], results["run"])
     done = finalize(
         results,
         baseline=base,
@@ -376,6 +472,8 @@ def finish(results: dict, out: Path, opts: LocalOptions, interrupted: bool = Fal
         record=not interrupted,
         plots_dir=out if opts.plots else None,
         history_runs=opts.history_runs,
+        confirm=confirm,
+        acks=acks,
     )
     if not interrupted:
         H.save(done.history, out / H.CONFIGMAP_KEY)

@@ -132,14 +132,14 @@ def suite_inputs(api: Api, spec, ns: str, run_name: str, suite: str, started_at:
     if spec.baseline.source == "none":
         return None, history
     try:
-        if spec.baseline.source == "configMap":
+        if spec.baseline.source == "configMap":  # missing or garbage: said (report line, condition), not ignored
             cm = api.read_configmap(ns, spec.baseline.config_map)
-            text = ((cm or {}).get("data") or {}).get(R.CONFIGMAP_KEY)
-            base = B.from_document(json.loads(text), f"configmap/{spec.baseline.config_map}") if text else None
-            return base, history
+            return B.from_configmap(cm, spec.baseline.config_map, ns), history
         return (B.from_results(previous) if previous else None), history
     except Exception as e:  # a broken baseline must not block the results
         log.warning("baseline for %s/%s unavailable: %s", ns, run_name, e)
+        if spec.baseline.source == "configMap":
+            return B.unavailable(str(e) if isinstance(e, B.BaselineError) else f"baseline: {e}"), history
         return None, history
 
 
@@ -150,13 +150,47 @@ def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) ->
     name = body["metadata"]["name"]
     base, history = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
     done = finalize.finalize(doc, baseline=base, history=history)
+    results_text = R.configmap_text(doc)  # trimmed to fit when the run is very large (says what it dropped)
+    report_text = fit_report(done.report, json.loads(results_text).get(R.TRIM_NOTE_KEY), name)
     report_cm = K.build_configmap(
-        body, K.report_configmap_name(name), {R.REPORT_KEY: done.report}, namespace=ns, suite=suite
+        body, K.report_configmap_name(name), {R.REPORT_KEY: report_text}, namespace=ns, suite=suite
     )
-    api.apply_configmap(report_cm)
-    data = {R.CONFIGMAP_KEY: R.configmap_text(doc)}
-    api.apply_configmap(K.build_configmap(body, K.results_configmap_name(name), data, namespace=ns, suite=suite))
+    write_owned(api, body, report_cm)
+    data = {R.CONFIGMAP_KEY: results_text}
+    write_owned(api, body, K.build_configmap(body, K.results_configmap_name(name), data, namespace=ns, suite=suite))
     return done
+
+
+class NotOwnedError(RuntimeError):
+    """An object of the name this run writes exists and belongs to something else: it is never overwritten."""
+
+
+def write_owned(api: Api, body: dict, cm: dict) -> None:
+    """Create or update a ConfigMap of this run, never one this run does not own (ownerReferences): a ConfigMap
+    of that name that belongs to another object (a user's, another run's) raises NotOwnedError."""
+    meta = cm["metadata"]
+    existing = api.read_configmap(meta["namespace"], meta["name"])
+    if existing and not _owned(existing, body):
+        owners = [f"{o.get('kind')}/{o.get('name')}" for o in existing["metadata"].get("ownerReferences") or []]
+        raise NotOwnedError(
+            f"configmap/{meta['name']} exists and belongs to {', '.join(owners) or 'no BenchmarkRun'}: not overwritten"
+        )
+    api.apply_configmap(cm)
+
+
+def fit_report(
+    report: str, trimmed: list[str] | None, run_name: str, limit: int = K.CONFIGMAP_VALUE_LIMIT_BYTES
+) -> str:
+    """report.md for the report ConfigMap: says what results.json dropped to fit, and is itself cut to fit."""
+    if trimmed:
+        report += (
+            f"\n\n> **Note:** `results.json` in configmap/{K.results_configmap_name(run_name)} was trimmed to fit "
+            f"the ConfigMap size limit ({K.CONFIGMAP_LIMIT_BYTES // 1024} KiB): " + "; ".join(trimmed) + ".\n"
+        )
+    if len(report.encode()) > limit:
+        note = "\n\n> **Note:** this report was cut here to fit the ConfigMap size limit.\n"
+        report = report.encode()[: limit - len(note.encode()) - 4].decode("utf-8", errors="ignore") + note
+    return report
 
 
 def write_partial_report(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) -> None:
@@ -166,7 +200,7 @@ def write_partial_report(api: Api, body: dict, doc: dict, spec, ns: str, suite: 
     base, history = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
     done = finalize.finalize(doc, baseline=base, history=history)
     data = {R.REPORT_KEY: done.report, "partial-results.json": R.configmap_text(doc)}
-    api.apply_configmap(K.build_configmap(body, K.report_configmap_name(name), data, namespace=ns, suite=suite))
+    write_owned(api, body, K.build_configmap(body, K.report_configmap_name(name), data, namespace=ns, suite=suite))
 
 
 def observe_results(api: Api, ns: str, body: dict) -> dict | None:

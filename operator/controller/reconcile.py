@@ -262,11 +262,19 @@ def reconcile(
             occupied[case.pool] = occupied.get(case.pool, 0) + 1
         entries.append(entry)
 
-    if spec.cancel:  # what has not ended is cancelled; running Jobs are deleted once this status is written
+    if spec.cancel:  # what has not ended is cancelled and its Job deleted (after this status is written)
         for entry in entries:
-            if entry["phase"] not in TERMINAL_CASE_PHASES:
-                entry.update(phase="Cancelled", reason="Cancelled", message=CANCELLED_MESSAGE)
-                entry.setdefault("finishedAt", t)
+            before = (prev_cases.get(entry["id"]) or {}).get("phase")
+            gone = entry.get("reason") == JOB_DELETED and before not in TERMINAL_CASE_PHASES  # our own delete
+            if entry["phase"] in TERMINAL_CASE_PHASES and not gone:
+                continue
+            entry.update(phase="Cancelled", reason="Cancelled", message=CANCELLED_MESSAGE)
+            entry.setdefault("finishedAt", t)
+            job, jobset = observed.jobs.get(entry["job"]), observed.jobsets.get(entry.get("jobSet") or "")
+            if jobset is not None and not jobset["metadata"].get("deletionTimestamp"):
+                out.delete_jobsets.append(entry["jobSet"])
+            elif job is not None and not job["metadata"].get("deletionTimestamp"):
+                out.delete_jobs.append(entry["job"])
         waiting = []
 
     # launch what the pools have room for, in plan order
@@ -412,7 +420,18 @@ def finished_status(
         generation,
         t,
     )
-    others = [c for c in status.get("conditions") or [] if c["type"] not in ("Ready", "RegressionDetected")]
+    others = [
+        c
+        for c in status.get("conditions") or []
+        if c["type"] not in ("Ready", "RegressionDetected", "BaselineUnavailable")
+    ]
+    base = results.get("baseline") or {}
+    if base.get("source") == "unavailable":  # a pinned baseline that is missing or garbage (results/baseline.py)
+        others.append(
+            condition(
+                prev, "BaselineUnavailable", True, "BaselineUnavailable", base.get("description") or "", generation, t
+            )
+        )
     return {
         **status,
         "resultsConfigMap": cm_results,

@@ -16,12 +16,16 @@ import os
 import sys
 
 import kopf
+from pydantic import ValidationError
 
+from trainbench.operator.api import PodTemplate
 from trainbench.operator.controller import handlers, metrics
 from trainbench.operator.crd import crd_yaml
 from trainbench.trainer.contract import OPERATOR_METRICS_PORT
 
 ENV_POD_ANNOTATIONS = "TRAINBENCH_TRAINER_POD_ANNOTATIONS"  # JSON object: annotations for every trainer pod
+# JSON object: an api.PodTemplate (the chart's trainerPods values), the lowest-priority trainer pod settings
+ENV_POD_DEFAULTS = "TRAINBENCH_TRAINER_POD_DEFAULTS"
 
 
 def crd_text() -> str:
@@ -75,6 +79,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def pod_defaults(text: str) -> dict:
+    """The trainer pod defaults from their JSON (checked as an api.PodTemplate); ValueError names the field."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    try:
+        template = PodTemplate.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top)"
+        raise ValueError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
+    return template.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.print_crd:
@@ -97,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             config.pod_annotations = {str(k): str(v) for k, v in json.loads(annotations).items()}
         except (ValueError, AttributeError):
             print(f"trainbench operator: {ENV_POD_ANNOTATIONS} must be a JSON object", file=sys.stderr)
+            return 2
+    defaults = os.environ.get(ENV_POD_DEFAULTS, "").strip()
+    if defaults:
+        try:
+            config.pod_defaults = pod_defaults(defaults)
+        except ValueError as e:
+            print(f"trainbench operator: {ENV_POD_DEFAULTS}: {e}", file=sys.stderr)
             return 2
     if args.unschedulable_grace is not None:
         config.unschedulable_grace_s = args.unschedulable_grace

@@ -37,6 +37,46 @@ LEGEND = [
 ]
 
 
+# --- escaping -----------------------------------------------------------------------------------------
+
+TEXT_LIMIT = 200  # characters of one user or cluster string in the report
+BLOCK_LIMIT = 4000  # characters of a multi-line block (a failed case's last log lines)
+_MD_SPECIAL = str.maketrans({"\\": "\\\\", "|": "\\|", "[": "\\[", "]": "\\]", "`": "'", "<": "&lt;", ">": "&gt;"})
+
+
+def text(value: Any, limit: int = TEXT_LIMIT) -> str:
+    """A user or cluster string as report text: one line, at most `limit` characters, with nothing markdown or
+    HTML would act on (a `|` that splits a table cell, `[...](...)` links and images, backticks that end a code
+    span, `<img onerror=...>`); a heading cannot be forged since the text is never at the start of a line.
+    Identity for ordinary names (qwen3-0.6b, H100 HBM3, nightly-20260101)."""
+    one = " ".join(str(value).replace("&", "&amp;").split())
+    if len(one) > limit:
+        one = one[: limit - 1] + "…"
+    return one.translate(_MD_SPECIAL)
+
+
+def block(value: Any, limit: int = BLOCK_LIMIT) -> str:
+    """A multi-line string for a fenced code block: its tail of at most `limit` characters, no backticks (which
+    could close the fence; inside it, markdown and HTML are inert)."""
+    out = str(value).replace("`", "'")
+    return out if len(out) <= limit else "…" + out[-(limit - 1) :]
+
+
+_RAW_KEYS = ("message", "repro")  # multi-line: escaped where they are placed (block, fence)
+
+
+def escaped(doc: Any, key: str | None = None) -> Any:
+    """A copy of a results document with every string passed through `text` (multi-line ones through `block`),
+    so that whatever the spec, the trainer or a results file says reaches the report as plain text."""
+    if isinstance(doc, dict):
+        return {k: escaped(v, k) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [escaped(v, key) for v in doc]
+    if isinstance(doc, str):
+        return block(doc) if key in _RAW_KEYS else text(doc)
+    return doc
+
+
 # --- formatting ---------------------------------------------------------------------------------------
 
 
@@ -81,11 +121,15 @@ def cell(metric: str, value: float | None, verdict: dict | None = None) -> str:
     text = FORMATS[metric](value)
     if not verdict:
         return text
-    status, change = verdict.get("status"), verdict.get("change_pct")
+    status, change, state = verdict.get("status"), verdict.get("change_pct"), verdict.get("state")
+    if status == "regression" and state == "suspected":
+        return f"**{text}** :mag: ({change:+.1f}% suspected)"
     if status == "regression":
         return f"**{text}** :warning: ({change:+.1f}%)"
     if status == "noise":
         return f"{text} ({change:+.1f}% ~noise)"
+    if status == "tainted":
+        return f"{text} ({change:+.1f}% ~tainted)"
     if status in ("improvement", "changed"):
         return f"{text} ({change:+.1f}%)"
     return text
@@ -129,7 +173,9 @@ def _model_sections(cases: list[dict]) -> list[str]:
         if any((c.get("metrics") or {}).get("first_step_s") is not None for c in group):
             extra.insert(0, (FIRST_STEP, lambda m: cell("first_step", m.get("first_step_s"))))
         tpj = any((c.get("metrics") or {}).get("tokens_per_joule") is not None for c in group)
-        head = ["Type", "SeqLen", "AC", "Attn", "EP", "CP", "Hardware", "MFU", "TPS", "Step Time", "Peak Mem"]
+        done = any((c.get("metrics") or {}).get("mfu_done") for c in group)
+        mfu_cols = ["MFU (prime-rl)", "MFU (done)"] if done else ["MFU"]
+        head = ["Type", "SeqLen", "AC", "Attn", "EP", "CP", "Hardware", *mfu_cols, "TPS", "Step Time", "Peak Mem"]
         head += [name for name, _ in extra] + (["Tok/J"] if tpj else [])
         lines += [f"## {title}", "", "| " + " | ".join(head) + " |"]
         lines.append("|" + "|".join("-" * max(len(h) + 2, 4) for h in head) + "|")
@@ -145,7 +191,8 @@ def _model_sections(cases: list[dict]) -> list[str]:
                 str(c.get("ep", 1)),
                 str(c.get("cp", 1)),
                 c.get("hardware") or "?",
-                cell("mfu", V.metric_value(m, "mfu")[0], vd.get("mfu")) + nominal,
+                cell("mfu", V.metric_value(m, "mfu")[0], vd.get("mfu")) + nominal + _beyond(m),
+                *([cell("mfu", V.metric_value(m, "mfu_done")[0]) + nominal] if done else []),
                 cell("tps", V.metric_value(m, "tps")[0], vd.get("tps")),
                 cell("step_time", V.metric_value(m, "step_time")[0], vd.get("step_time")),
                 cell("peak_memory", m.get("peak_memory_gib"), vd.get("peak_memory")),
@@ -158,6 +205,63 @@ def _model_sections(cases: list[dict]) -> list[str]:
     return lines
 
 
+# MFU above this share of the peak cannot be real work on today's GPUs: dense bf16 GEMMs reach ~81% of the H200's
+# 989 TF (799 TF measured, docs/performance.md); prime-rl's formula gets there by counting attention over the whole
+# packed sequence, which causal, document-masked attention does not compute.
+MFU_CEILING_PCT = 81.0
+BEYOND = "‡"
+
+
+def _beyond(metrics: dict) -> str:
+    mfu = V.metric_value(metrics, "mfu")[0]
+    return BEYOND if mfu is not None and mfu > MFU_CEILING_PCT else ""
+
+
+def _verdict_section(cases: list[dict]) -> list[str]:
+    """Suspected, confirmed and cleared regressions with their test, and tainted cases with the reason."""
+    lines = []
+    for c in cases:
+        v = c.get("verdict") or {}
+        state, tainted = v.get("state"), v.get("tainted") or []
+        if not state and not tainted:
+            continue
+        fams = v.get("families") or {}
+        fam = next((f for f in fams.values() if f.get("status") == "regression"), None)
+        fam = fam or fams.get("throughput") or next(iter(fams.values()), {})
+        reps = c.get("repeats") or []
+        runs = f"{len(reps)} run{'s' if len(reps) != 1 else ''}" if reps else "1 run"
+        confirm = sum(1 for r in reps if r.get("confirm"))
+        what = f"**{model_title(c)}** {case_label(c, detail=False)}"
+        if state:
+            test = ""
+            if fam.get("change_pct") is not None:
+                test = f": {V.LABELS.get(fam.get('metric'), fam.get('metric'))} {fam['change_pct']:+.1f}%"
+                if fam.get("p_value") is not None:
+                    test += f", p = {fam['p_value']:.3g}"
+            rerun = f", {confirm} confirming re-run{'s' if confirm != 1 else ''}" if confirm else ""
+            lines.append(f"- {what}: **{state.capitalize()}**{test} ({runs}{rerun})")
+        for reason in tainted:
+            lines.append(f"- {what}: **Tainted**: {reason}")
+    return ["## Verdicts", "", *lines, ""] if lines else []
+
+
+def _change_points_section(results: dict) -> list[str]:
+    """Change points of the suite's history (results/changepoints.py), newest first."""
+    points = results.get("change_points") or []
+    if not points:
+        return []
+    lines = ["## Change Points", "", "| Case | Metric | First run after the change | Change | p | Commit | Image | |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for p in sorted(points, key=lambda p: str(p.get("run")), reverse=True):
+        ack = "acknowledged" if p.get("acknowledged") else ":warning:"
+        lines.append(
+            f"| {p.get('case')} | {V.LABELS.get(p.get('metric'), p.get('metric'))} | `{p.get('run')}` | "
+            f"{p.get('change_pct', 0):+.1f}% | {p.get('p_value', 1):.2g} | `{p.get('commit') or 'unknown'}` | "
+            f"`{p.get('image') or 'unknown'}` | {ack} |"
+        )
+    return [*lines, ""]
+
+
 def _failed_section(cases: list[dict]) -> list[str]:
     bad = [c for c in cases if c.get("phase") not in ("Succeeded", "Pending", "Running")]
     if not bad:
@@ -167,7 +271,7 @@ def _failed_section(cases: list[dict]) -> list[str]:
     for c in bad:
         reason = c.get("reason") or c.get("phase")
         msg = (c.get("message") or "").strip()
-        first = msg.splitlines()[0][:200] if msg else ""
+        first = text(msg.splitlines()[0]) if msg else ""  # a block (multi-line): escaped here as one line
         what = f"seq {c.get('seq_len')}, {ac_label(c.get('ac'))}, {attn_label(c)}"
         if (c.get("ep") or 1) > 1 or (c.get("cp") or 1) > 1:
             what += f", EP {c.get('ep')}, CP {c.get('cp')}"
@@ -227,7 +331,7 @@ def _history_section(results: dict, history: dict | None, plots: dict | None, la
         return []
     lines = [f"## History (last {last} runs)", ""]
     for model, cases in groups.items():
-        title = model_title(cases[0][0])
+        title = text(model_title(cases[0][0]))
         lines += [f"### {title}", ""]
         if plots and plots.get(model):
             lines += [f"![{title}: TPS and MFU over the last runs]({plots[model]})", ""]
@@ -276,6 +380,54 @@ def _environment(results: dict, cases: list[dict]) -> list[str]:
     return lines + ["", "</details>", ""]
 
 
+def _code(text) -> str:
+    """A user or cluster string as an inline code span: one line, no backticks that could end it."""
+    return " ".join(str(text).replace("`", "'").split())
+
+
+PROVENANCE_COLUMNS = (
+    ("Node", lambda c, e: c.get("node") or e.get("node")),
+    ("Image digest", lambda c, e: (e.get("image_digest") or "")[:19] or None),  # sha256: + 12 hex digits
+    ("Commit", lambda c, e: (e.get("image_revision") or "")[:12] or None),
+    ("Built", lambda c, e: e.get("image_created")),
+    ("cuDNN", lambda c, e: e.get("cudnn")),
+    ("NCCL", lambda c, e: e.get("nccl")),
+    ("flash-attn", lambda c, e: e.get("flash_attn")),
+    ("SM clock max", lambda c, e: f"{e['sm_clock_max_mhz']:.0f} MHz" if e.get("sm_clock_max_mhz") else None),
+    ("Power limit", lambda c, e: f"{e['power_limit_w']:.0f} W" if e.get("power_limit_w") else None),
+    (
+        "Kueue flavor",
+        lambda c, e: ", ".join(f"{k}={v}" for k, v in sorted((e.get("kueue_flavor_node_labels") or {}).items())),
+    ),
+)
+
+
+def _provenance(cases: list[dict]) -> list[str]:
+    """What ran, per case: node, image digest and commit, build date, library versions, GPU clocks and power
+    limit, the Kueue flavor's node labels; then one repro command per case. Columns nobody reported are left out."""
+    ran = [c for c in cases if c.get("phase") not in ("Pending", "Skipped")]
+    table = [[fn(c, c.get("environment") or {}) or "–" for _, fn in PROVENANCE_COLUMNS] for c in ran]
+    keep = [i for i in range(len(PROVENANCE_COLUMNS)) if any(row[i] != "–" for row in table)]
+    lines: list[str] = []
+    if any(PROVENANCE_COLUMNS[i][0] != "Node" for i in keep):
+        lines += ["<details><summary>What ran</summary>", ""]
+        lines += ["| Case | " + " | ".join(PROVENANCE_COLUMNS[i][0] for i in keep) + " |"]
+        lines += ["|---|" + "---|" * len(keep)]
+        for c, row in zip(ran, table, strict=True):
+            label = _code(f"{model_title(c)} {case_label(c, detail=False)}").replace("|", "/")
+            lines += [f"| {label} | " + " | ".join(_code(row[i]).replace("|", "/") for i in keep) + " |"]
+        lines += ["", "</details>", ""]
+    repro = [c for c in cases if c.get("repro")]
+    if repro:
+        lines += ["<details><summary>Reproduce a case</summary>", ""]
+        for c in repro:
+            label = _code(f"{model_title(c)} {case_label(c, detail=False)}")
+            fence = "````" if "```" in c["repro"] else "```"
+            lines += [f"{label} (`{_code(c['id'])}`):", "", f"{fence}sh", " ".join(c["repro"].split()), fence, ""]
+        lines += ["</details>", ""]
+    return lines
+
+
 # --- the report ---------------------------------------------------------------------------------------
 
 
@@ -293,6 +445,9 @@ def summary_line(results: dict) -> str:
         parts.append("no baseline")
     else:
         parts.append(f"{regs} regression{'s' if regs != 1 else ''}")
+        for key, word in (("suspected", "suspected"), ("cleared", "cleared on re-run"), ("tainted", "tainted")):
+            if s.get(key):
+                parts.append(f"{s[key]} {word}")
     icon = ":x:" if s.get("failed") or regs else ":white_check_mark:"
     return f"{icon} **{', '.join(parts)}**"
 
@@ -313,13 +468,14 @@ def render_report(
     results = copy.deepcopy(results)
     if baseline is not None:
         V.apply(results, baseline, thresholds)
+    results = escaped(results)  # every user string bounded and escaped, after the verdicts matched the baseline
     th = V.thresholds_for(thresholds if thresholds is not None else (results.get("thresholds") or None))
     env = results.get("environment") or {}
     cases = results.get("cases") or []
     image = env.get("image") or next((c.get("image") for c in cases if c.get("image")), None)
     if image is None and env.get("executor") == "local":
         image = "none (local executor)"
-    if env.get("image_digest"):
+    if env.get("image_digest") and "@" not in (image or ""):
         image = f"{image}@{env['image_digest']}" if image else env["image_digest"]
 
     lines = [f"# {title}: {results.get('suite')}", "", summary_line(results), ""]
@@ -328,11 +484,15 @@ def render_report(
         f"**Run:** `{results.get('run')}` ({env.get('executor', 'unknown')} executor"
         + (f", {results['duration_s']:.0f}s" if results.get("duration_s") is not None else "")
         + ")  ",
-        f"**Commit:** `{env.get('commit') or 'unknown'}`  ",
-        f"**Docker Image:** `{image or 'None'}`  ",
+        f"**Commit:** `{_code(env.get('commit') or 'unknown')}`  ",
+        f"**Docker Image:** `{_code(image or 'None')}`  ",
     ]
+    if env.get("image_created"):
+        lines.append(f"**Image Built:** {_code(env['image_created'])}  ")
     b = results.get("baseline")
-    if b:
+    if b and b.get("source") == "unavailable":  # asked for and not readable (results/baseline.unavailable)
+        lines.append(f"**Baseline:** :warning: unavailable, no comparison: {b.get('description')}")
+    elif b:
         lines.append(f"**Baseline:** {b.get('description')} ({b.get('matched', 0)} of {len(cases)} cases matched)")
     else:
         lines.append("**Baseline:** none (first run of this suite, or no baseline given)")
@@ -344,7 +504,8 @@ def render_report(
     ok = [c for c in cases if c.get("phase") == "Succeeded"]
     clock = (
         "> :clock10: Step Time is the wall time of one optimizer step (all micro batches); TPS counts tokens over "
-        "all GPUs; MFU uses prime-rl's FLOPs formula; Peak Mem is the maximum reserved device memory."
+        "all GPUs; MFU uses prime-rl's FLOPs formula (MFU (done), where shown, the work actually done: causal "
+        "attention within each document, the real head_dim); Peak Mem is the maximum reserved device memory."
     )
     if any((c.get("metrics") or {}).get("first_step_s") is not None for c in ok):
         clock += (
@@ -354,7 +515,9 @@ def render_report(
     lines += [
         f"> :warning: indicates regression > {th_text} from baseline",
         f"> diffs shown when abs(change) >= {V.SHOW_PCT:.1f}% (except regressions, which always show diffs); "
-        "`~noise` marks a change within the step-to-step spread of both runs",
+        "`~noise` marks a change that fresh processes of identical code also show (a test over the run-to-run and "
+        "step-to-step spread of both sides); :mag: a suspected regression awaiting its re-runs; `~tainted` a case "
+        "measured in an unhealthy environment (never a regression)",
         "",
         clock,
         "",
@@ -363,6 +526,15 @@ def render_report(
     lines += T.autobatch_section(ok) + T.generate_section(ok, cell) + T.verify_section(ok)
     if any(c.get("peak_flops_source") == "cpu-nominal" for c in ok):
         lines += ["† MFU against a nominal CPU peak (no GPU): compare it only with other CPU runs.", ""]
+    if any(_beyond(c.get("metrics") or {}) for c in ok):
+        lines += [
+            f"{BEYOND} above {MFU_CEILING_PCT:g}% of peak, more than a GPU's dense bf16 GEMMs reach: prime-rl's formula "
+            "counts attention over the whole packed sequence; MFU (done) counts the causal, per-document attention "
+            "that ran.",
+            "",
+        ]
+    lines += _verdict_section(cases)
+    lines += _change_points_section(results)
     lines += _failed_section(cases)
     lines += _cross_pool(results, cases)
     lines += _history_section(results, history, plots, history_runs)
@@ -370,6 +542,7 @@ def render_report(
     lines += [f"| {a} | {b} | {c} |" for a, b, c in LEGEND]
     lines.append("")
     lines += _environment(results, cases)
+    lines += _provenance(cases)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -377,6 +550,7 @@ def render_compare(a: dict, b: dict, thresholds: dict | Any | None = None) -> tu
     """Diff two results documents (A = before, B = after): markdown and a JSON-ready dict."""
     base = from_results(a)
     b = V.apply(copy.deepcopy(b), base, thresholds if thresholds is not None else (b.get("thresholds") or None))
+    a, b = escaped(a), escaped(b)  # every user string bounded and escaped (the JSON half too: it is shown)
     rows, data = [], []
     for c in b.get("cases", []):
         vd = c.get("verdicts")

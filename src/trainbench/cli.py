@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("trainbench.operator.commands", "print the cases a BenchmarkRun manifest plans"),
     "get": ("trainbench.operator.commands", "list the BenchmarkRuns of a namespace, or show one run's cases"),
     "watch": ("trainbench.operator.commands", "follow one BenchmarkRun until it finishes"),
+    "cancel": ("trainbench.operator.commands", "stop a BenchmarkRun and write the results of what finished"),
     "report": ("trainbench.operator.commands", "render the report of results (folder, file, configmap/, br/NAME)"),
     "compare": ("trainbench.operator.commands", "diff two runs' results (A = before, B = after)"),
     "publish": ("trainbench.operator.commands", "commit a run's report.md and results.json to a git branch (--pr)"),

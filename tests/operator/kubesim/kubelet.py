@@ -125,7 +125,7 @@ class Kubelet:
             env["PET_MASTER_ADDR"] = "127.0.0.1"
             env["PET_MASTER_PORT"] = str(self.rdzv_ports.setdefault(owner, free_port()))
         faults = getattr(self.sim, "faults", None)
-        fake = faults.fake_trainer(pod) if faults is not None and faults.enabled and faults.fake_trainer else None
+        fake = faults.fake_trainer(pod) if faults is not None and faults.fake_trainer else None
         if fake is not None:  # a stand-in for the trainer (faults.FaultPlan.fake_trainer): any termination message
             message, code, seconds = fake
             env.update(FAKE_MSG=message, FAKE_RC=str(code), FAKE_S=str(seconds), FAKE_TERM=str(term))
