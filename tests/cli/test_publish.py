@@ -17,7 +17,7 @@ import threading
 import time
 
 import yaml
-from clihelpers import one_error
+from clihelpers import ROOT, one_error
 from gitserver import bare_repo, git
 from ophelpers import wait_for
 
@@ -229,3 +229,45 @@ def test_the_operator_publishes_a_finished_run_once(cluster, kubectl, operator, 
     assert git("rev-parse", "nightly", cwd=repo).strip() == head
     assert len(Hook.received) == 1
     hook.shutdown()
+
+
+def test_publish_br_name_takes_the_runs_spec_publish(ktb, kubectl, current, git_daemon, tmp_path):
+    """`trainbench publish br/NAME`: the run's results and report ConfigMaps (through its status) go where its
+    spec.publish says; --branch overrides it."""
+    repo = bare_repo(git_daemon.base, "bench.git", main_file=None)
+    doc = yaml.safe_load((ROOT / "examples" / "cpu-smoke.yaml").read_text())
+    doc["metadata"] = {"name": "nightly-20260207"}
+    doc["spec"]["publish"] = {"repo": git_daemon.url("bench.git"), "branch": "from-spec", "path": "r/{run}"}
+    kubectl.apply(yaml.safe_dump(doc))
+    for name, data in (
+        ("nightly-20260207-results", {"results.json": json.dumps(current)}),
+        ("nightly-20260207-report", {"report.md": "# the cluster's report\n"}),
+    ):
+        kubectl.apply(
+            yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
+        )
+    status = {
+        "phase": "Succeeded",
+        "resultsConfigMap": "nightly-20260207-results",
+        "reportConfigMap": "nightly-20260207-report",
+    }
+    kubectl(
+        "patch",
+        "benchmarkrun",
+        "nightly-20260207",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    p = ktb("publish", "br/nightly-20260207")
+    assert p.returncode == 0, p.stderr
+    run = current["run"]
+    assert _files(repo, "from-spec") == {
+        f"r/{run}/report.md": "# the cluster's report\n",
+        f"r/{run}/results.json": _files(repo, "from-spec")[f"r/{run}/results.json"],
+    }
+    assert ktb("publish", "br/nightly-20260207", "--branch", "override").returncode == 0
+    assert f"r/{run}/report.md" in _files(repo, "override")
+    line = one_error(ktb("publish", "br/nightly-nope"), 2)
+    assert "benchmarkrun/nightly-nope: not found" in line
