@@ -188,6 +188,42 @@ def read_configmap(name: str, namespace: str | None = None) -> dict[str, str]:
     return dict(cm.get("data") or {})
 
 
+UNAVAILABLE = "unavailable"  # Baseline.source of a baseline that was asked for and could not be read
+
+
+def unavailable(why: str) -> Baseline:
+    """An empty baseline that says why the one asked for is missing (a pinned ConfigMap that is absent or holds
+    garbage): no case matches it, and the results' `baseline` says so (the report's Baseline line, the run's
+    BaselineUnavailable condition) instead of reading as "no baseline asked for"."""
+    return Baseline(UNAVAILABLE, " ".join(why.split())[:500])
+
+
+def from_configmap(cm: dict | None, name: str, namespace: str | None = None) -> Baseline:
+    """A baseline from a ConfigMap object as read from the API (None: not found). BaselineError names what is
+    wrong: missing, no results.json/history.json key, not JSON, not a baseline document."""
+    where = f"configmap/{name}" + (f" in namespace {namespace}" if namespace else "")
+    if cm is None:
+        raise BaselineError(f"baseline {where}: not found")
+    data = cm.get("data") or {}
+    if not isinstance(data, dict):
+        raise BaselineError(f"baseline {where}: its data is not a mapping")
+    for key in (R.CONFIGMAP_KEY, H.CONFIGMAP_KEY):
+        if key in data:
+            try:
+                doc = json.loads(data[key])
+            except (TypeError, ValueError) as e:
+                raise BaselineError(f"baseline {where}: {key} is not JSON ({' '.join(str(e).split())[:120]})") from None
+            try:
+                return from_document(doc, f"configmap/{name}")
+            except BaselineError as e:
+                raise BaselineError(f"baseline {where}: {key}: {e}") from None
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise BaselineError(
+                    f"baseline {where}: {key} is not a usable results document ({e.__class__.__name__}: {e})"
+                ) from None
+    raise BaselineError(f"baseline {where}: has no {R.CONFIGMAP_KEY} or {H.CONFIGMAP_KEY} key")
+
+
 def from_document(doc: Any, description: str | None = None, exclude_run: str | None = None) -> Baseline:
     """A baseline from a parsed JSON document (results, history, prime-rl, or a list of prime-rl files)."""
     if R.is_results(doc):
