@@ -128,7 +128,7 @@ class _Model(BaseModel):
         if isinstance(data, dict):
             for key, value in data.items():
                 if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
-                    raise ValueError(f"{key}: {str(value)[:24]}... is out of range (a 64-bit integer)")
+                    raise RuleError(f".{key}", f"{str(value)[:24]}... is out of range (a 64-bit integer)")
         return data
 
 
@@ -550,7 +550,7 @@ class Baseline(_Model):
     @model_validator(mode="after")
     def _cm(self):
         if self.source == "configMap" and not self.config_map:
-            raise ValueError("baseline.configMap is required when baseline.source is configMap")
+            raise RuleError(".configMap", "baseline.configMap is required when baseline.source is configMap")
         return self
 
 

@@ -86,6 +86,24 @@ def cel_errors(obj, schema: dict, path: str, env: celpy.Environment) -> list[tup
     return errors
 
 
+def set_errors(obj, schema: dict, path: str = "") -> list[tuple[str, str]]:
+    """Duplicates in lists declared `x-kubernetes-list-type: set`: the API server names the second occurrence
+    (`spec.matrix.seqLens[1]: Duplicate value: 128`)."""
+    errors = []
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        if schema.get("x-kubernetes-list-type") == "set":
+            for i, item in enumerate(obj):
+                if item in obj[:i]:
+                    errors.append((f"{path}[{i}]", f"Duplicate value: {json.dumps(item)}"))
+        for i, item in enumerate(obj):
+            errors += set_errors(item, schema["items"], f"{path}[{i}]")
+    elif isinstance(obj, dict):
+        for name, sub in (schema.get("properties") or {}).items():
+            if name in obj:
+                errors += set_errors(obj[name], sub, f"{path}.{name}")
+    return errors
+
+
 class SchemaValidator:
     """Validate and default objects of one CRD version like the API server (schema, then CEL)."""
 
@@ -115,6 +133,7 @@ class SchemaValidator:
                 errors.append((f"{path}.{missing}".lstrip("."), f"Required value: {err.message}"))
                 continue
             errors.append((path, f"Invalid value: {json.dumps(err.instance)[:80]}: {err.message}"))
+        errors += [(p.lstrip("."), m) for p, m in set_errors(obj, self.schema)]
         if not errors:
             errors = [(p.lstrip("."), m) for p, m in cel_errors(obj, self.schema, "", self.env)]
         return errors
