@@ -65,6 +65,17 @@ def default_suite(run_name: str) -> str:
     return base or run_name
 
 
+def list_nodes(api: Api) -> list[dict] | None:
+    """The cluster's nodes; None when the operator may not list them (its RBAC lacks nodes get/list: the
+    Unschedulable grace period decides then) or the API fails."""
+    try:
+        r = api.core.list_node(_preload_content=False)
+        return json.loads(r.data or b"{}").get("items") or []
+    except Exception as e:  # noqa: BLE001 - 403 Forbidden, or any API trouble: degrade, never fail the tick
+        log.debug("cannot list nodes: %s", getattr(e, "reason", e))
+        return None
+
+
 def observe(api: Api, body: dict, config: Config, jobsets: bool = False) -> reconcile.Observed:
     """What the run has in the cluster, its results ConfigMap included. `jobsets`: the run asks for JobSets (spec.multiNode.engine JobSet), so
     ask discovery whether they are served and list the run's JobSets; their child Jobs carry the run's labels
@@ -87,6 +98,8 @@ def observe(api: Api, body: dict, config: Config, jobsets: bool = False) -> reco
         group.sort(key=lambda p: not K.is_rank0(p))
         pods[name] = group
     observed = reconcile.Observed(jobs=jobs, pods=pods, jobsets=jobset_objs, jobset_api=jobset_api)
+    if any(failures.unschedulable(p) for group in pods.values() for p in group):
+        observed.nodes = list_nodes(api)  # only when a pod waits for a node: can any node ever run it?
     observed.results = observe_results(api, ns, body)
     for name, group in pods.items():
         rank0 = group[0]
@@ -257,16 +270,21 @@ def read_run(api: Api, body: dict) -> dict | None:
     return fresh
 
 
-def release_jobs(api: Api, ns: str, run_name: str, jobs: dict | None = None, jobsets: dict | None = None) -> None:
-    """Take the result finalizer off the run's Jobs and JobSets: their results are in the results ConfigMap."""
+def release_jobs(
+    api: Api, ns: str, run_name: str, jobs: dict | None = None, jobsets: dict | None = None, stop: bool = True
+) -> None:
+    """The run's results are in their ConfigMap: take the result finalizer off its Jobs and JobSets, and
+    (`stop`) delete those that have not finished (a pod still waiting for a node or an image: every case
+    has ended, so they only hold a slot)."""
     sel = K.run_selector(run_name)
     jobs = {j["metadata"]["name"]: j for j in api.list_jobs(ns, sel)} if jobs is None else jobs
-    for name, job in jobs.items():
-        if reconcile.RESULT_FINALIZER in (job["metadata"].get("finalizers") or []):
-            api.remove_finalizer("Job", ns, name, reconcile.RESULT_FINALIZER)
-    for name, jobset in (jobsets or {}).items():
-        if reconcile.RESULT_FINALIZER in (jobset["metadata"].get("finalizers") or []):
-            api.remove_finalizer("JobSet", ns, name, reconcile.RESULT_FINALIZER)
+    for kind, objs in (("Job", jobs), ("JobSet", jobsets or {})):
+        for name, obj in objs.items():
+            if reconcile.RESULT_FINALIZER in (obj["metadata"].get("finalizers") or []):
+                api.remove_finalizer(kind, ns, name, reconcile.RESULT_FINALIZER)
+            ended = any(failures.job_condition(obj, c) for c in ("Complete", "Completed", "Failed"))
+            if stop and not ended and not obj["metadata"].get("deletionTimestamp"):
+                (api.delete_job if kind == "Job" else api.delete_jobset)(ns, name)
 
 
 def _finite(value):
@@ -482,6 +500,6 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     def _forget(body, logger, **_):
         config.metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
         try:  # the run is gone: its Jobs go with it (owner references), not held for results any more
-            release_jobs(api(), body["metadata"]["namespace"], body["metadata"]["name"])
+            release_jobs(api(), body["metadata"]["namespace"], body["metadata"]["name"], stop=False)
         except Exception as e:  # noqa: BLE001
             logger.warning("releasing the Jobs of a deleted run failed: %s", api_message(e))

@@ -8,7 +8,8 @@ back.
   each fires with probability `p` (a seeded random.Random, so a campaign is repeatable), at most `times`.
   Watch requests are never failed (kopf re-lists on its own schedule); they can lag instead:
 - `watch_lag` (seconds): every watch event of the resources in `lag_resources` is streamed that much later,
-  so a watcher's copy of an object lags behind the API server (the API read is current).
+  so a watcher's copy of an object lags behind the API server (the API read is current); `enabled` does
+  not switch it off (a watch keeps the lag it started with).
 - `job_ttl` (seconds): a TTL controller deletes every finished Job that long after it ended, as
   `ttlSecondsAfterFinished` (or a cluster policy) would; the Job's own `ttlSecondsAfterFinished` counts too.
 - `fake_trainer(pod) -> (message, exit code, seconds) | None`: the kubelet runs a stand-in for the trainer: a
@@ -59,7 +60,7 @@ class FaultPlan:
     lag_resources: tuple[str, ...] = ("benchmarkruns",)
     job_ttl: float | None = None
     fake_trainer: Callable[[dict], tuple[str, int, float] | None] | None = None
-    enabled: bool = True
+    enabled: bool = True  # API faults and watch lag on (the TTL controller and stand-in trainers always act)
     injected: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -85,11 +86,9 @@ class FaultPlan:
         return None
 
     def lag(self, plural: str) -> float:
-        return self.watch_lag if self.enabled and plural in self.lag_resources else 0.0
+        return self.watch_lag if plural in self.lag_resources else 0.0
 
     def summary(self) -> dict[str, int]:
-        """Injected faults by kind: error codes, slow, lost, watch lag events, TTL deletions."""
-        out: Counter = Counter()
-        for key, n in self.injected.items():
-            out[key.split(" ")[0] if key.startswith(("slow", "ttl", "lag")) else " ".join(key.split(" ")[:2])] += n
-        return dict(out)
+        """Injected faults by kind, code, method and resource (e.g. "error 409 PATCH benchmarkruns/status"),
+        watch events held back ("lag watch-event") and TTL deletions ("ttl-delete jobs")."""
+        return dict(sorted(self.injected.items()))

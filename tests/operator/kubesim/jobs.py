@@ -79,7 +79,7 @@ class JobController:
         meta = job["metadata"]
         faults = getattr(self.sim, "faults", None)
         ttl = job["spec"].get("ttlSecondsAfterFinished")
-        if ttl is None and faults is not None and faults.enabled:
+        if ttl is None and faults is not None:
             ttl = faults.job_ttl
         if ttl is None or meta.get("deletionTimestamp") or not ended_at:
             return

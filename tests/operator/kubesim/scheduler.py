@@ -1,9 +1,11 @@
-"""The scheduler: a pending pod goes to the first node whose labels match its nodeSelector and whose taints it
-tolerates; no such node: PodScheduled=False, reason Unschedulable, with the message a real scheduler writes."""
+"""The scheduler: a pending pod goes to the first node whose labels match its nodeSelector, whose taints it
+tolerates and (for a node that declares status.allocatable) whose allocatable is not yet taken by the pods bound
+to it and still running; no such node: PodScheduled=False, reason Unschedulable, with the message a real scheduler
+writes (a busy node says "Insufficient <resource>")."""
 
 from __future__ import annotations
 
-from .common import PODS, now_iso
+from .common import PODS, now_iso, parse_quantity
 
 
 class Scheduler:
@@ -21,6 +23,9 @@ class Scheduler:
             if not any(c.get("reason") == "Unschedulable" for c in status.get("conditions") or []):
                 n = len(self.nodes)
                 msg = f"0/{n} nodes are available: {n} node(s) didn't match Pod's node affinity/selector."
+                short = self._insufficient(pod)
+                if short:
+                    msg = f"0/{n} nodes are available: {short}."
                 cond = {
                     "type": "PodScheduled",
                     "status": "False",
@@ -42,12 +47,52 @@ class Scheduler:
         )
         return False
 
-    def _node_for(self, pod: dict) -> dict | None:
+    def _matching(self, pod: dict) -> list[dict]:
         want = pod["spec"].get("nodeSelector") or {}
         tolerated = {t.get("key") for t in pod["spec"].get("tolerations") or []}
+        out = []
         for node in self.nodes:
             labels = node["metadata"].get("labels") or {}
             taints = (node.get("spec") or {}).get("taints") or []
             if all(labels.get(k) == v for k, v in want.items()) and all(t["key"] in tolerated for t in taints):
-                return node
-        return None
+                out.append(node)
+        return out
+
+    @staticmethod
+    def _requests(pod: dict) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for c in pod["spec"].get("containers") or []:
+            res = c.get("resources") or {}
+            for name, value in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items():
+                total[name] = total.get(name, 0.0) + float(parse_quantity(value) or 0)
+        return total
+
+    def _free(self, node: dict) -> dict[str, float] | None:
+        """What a node that declares allocatable has left (running pods bound to it hold theirs); None: unlimited."""
+        alloc = (node.get("status") or {}).get("allocatable")
+        if not alloc:
+            return None
+        free = {k: float(parse_quantity(v) or 0) for k, v in alloc.items()}
+        for p in self.sim.live(PODS):
+            if p["spec"].get("nodeName") == node["metadata"]["name"] and (p.get("status") or {}).get("phase") not in (
+                "Succeeded",
+                "Failed",
+            ):
+                for k, v in self._requests(p).items():
+                    free[k] = free.get(k, 0.0) - v
+        return free
+
+    def _fits(self, pod: dict, node: dict) -> bool:
+        free = self._free(node)
+        return free is None or all(free.get(k, 0.0) >= v for k, v in self._requests(pod).items() if k in free)
+
+    def _insufficient(self, pod: dict) -> str | None:
+        matching = self._matching(pod)
+        short = set()
+        for node in matching:
+            free = self._free(node) or {}
+            short |= {k for k, v in self._requests(pod).items() if k in free and free[k] < v}
+        return ", ".join(f"{len(matching)} Insufficient {k}" for k in sorted(short)) or None
+
+    def _node_for(self, pod: dict) -> dict | None:
+        return next((n for n in self._matching(pod) if self._fits(pod, n)), None)
