@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import time
 
+from trainbench.trainer.power import nvml_handle
+
 # NVML clock-event reasons that mean the GPU ran slower than it should for reasons outside the benchmark
 # (bit values from nvml.h; SW power cap, idle and application clocks are normal under a training load).
 _BAD_THROTTLE = {
@@ -71,8 +73,6 @@ def host_snapshot() -> dict:
 def _nvml_gpu(index: int) -> dict | None:
     try:
         import pynvml as nv
-
-        from trainbench.trainer.power import nvml_handle
 
         nv.nvmlInit()
         h = nvml_handle(nv, index)

@@ -23,6 +23,7 @@ import torch
 
 from trainbench.trainer import contract as c
 from trainbench.trainer import distributed as dist_mod
+from trainbench.trainer import health
 from trainbench.trainer.config import BadConfig
 from trainbench.trainer.context import RunContext
 from trainbench.trainer.data import make_batches
@@ -46,7 +47,8 @@ class Setup:
     optimizer: torch.optim.Optimizer
     batches: list
     tokens_per_step: int
-    flops_per_token: float
+    flops_per_token: float  # prime-rl's formula (specs.flops_per_token)
+    done_flops_per_token: float  # the work actually done (specs.done_flops_per_token over the batches)
     meter: object  # power.Meter or None
 
 
@@ -59,6 +61,8 @@ class Steps:
     kept: list = field(default_factory=list)
     power: list = field(default_factory=list)
     energy_start: float | None = None
+    health_start: dict | None = None  # environment health when the measured steps began (trainer/health.py)
+    health_end: dict | None = None
 
 
 def train(ctx: RunContext) -> dict:
@@ -111,8 +115,20 @@ def build(ctx: RunContext) -> Setup:
         flops_per_token=spec.flops_per_token(
             cfg.training.seq_len, cfg.effective_lora_rank, tuple(cfg.build.lora_targets)
         ),
+        done_flops_per_token=_done_flops_per_token(spec, cfg, batches),
         meter=open_meter(device.type, device.index or 0, hip=bool(getattr(torch.version, "hip", None))),
     )
+
+
+def _done_flops_per_token(spec, cfg, batches) -> float:
+    """FLOPs per token of the work the batches really ask for (documents' causal attention), token-weighted."""
+    flops = tokens = 0.0
+    for b in batches:
+        lens = [int(x) for x in (b.cu_seqlens[1:] - b.cu_seqlens[:-1]).tolist()]
+        n = sum(lens)
+        flops += spec.done_flops_per_token(lens, cfg.effective_lora_rank, tuple(cfg.build.lora_targets)) * n
+        tokens += n
+    return flops / tokens if tokens else 0.0
 
 
 def run_steps(ctx: RunContext, s: Setup) -> Steps:
@@ -142,6 +158,8 @@ def run_steps(ctx: RunContext, s: Setup) -> Steps:
         warm = step <= cfg.training.warmup_steps
         if exporter is not None:
             exporter.set_state("warmup" if warm else "measuring")
+        if not warm and out.health_start is None and world.is_main:
+            out.health_start = health.snapshot((device.index or 0) if ctx.is_cuda else None)
         if not warm and out.energy_start is None and meter is not None:
             ctx.sync()
             out.energy_start = meter.energy_j()
@@ -180,6 +198,8 @@ def run_steps(ctx: RunContext, s: Setup) -> Steps:
             _export_step(ctx, s, out, rec)
         if not math.isfinite(loss_value):
             raise RuntimeError(f"loss is {loss_value} at step {step}")
+    if out.health_start is not None:
+        out.health_end = health.snapshot((device.index or 0) if ctx.is_cuda else None)
     return out
 
 
@@ -262,7 +282,13 @@ def measure(ctx: RunContext, s: Setup, steps: Steps) -> dict:
         n_active=spec.n_active(),
         n_trainable=impl.n_trainable(),
         n_adapter=adapter_params(impl.module) if cfg.is_lora else 0,
-        metrics={k: summary([r[k] for r in measured]) for k in c.SUMMARY_METRICS},
+        metrics={
+            **{k: summary([r[k] for r in measured]) for k in c.SUMMARY_METRICS},
+            # the work actually done: causal attention within each document, the real head_dim (specs.py)
+            "mfu_done": summary([r["mfu"] * s.done_flops_per_token / s.flops_per_token for r in measured]),
+        },
+        done_flops_per_token=s.done_flops_per_token,
+        health=health.summarize(steps.health_start, steps.health_end) if steps.health_end else None,
         peak_memory_gib=None if peak_mem is None else peak_mem / 2**30,
         power_w=summary(steps.power),
         energy_j=energy,

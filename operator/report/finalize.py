@@ -12,10 +12,12 @@ from typing import Any
 
 from trainbench.operator.report.markdown import render_report
 from trainbench.operator.report.plots import render_trends
+from trainbench.operator.results import changepoints as CP
 from trainbench.operator.results import history as H
 from trainbench.operator.results import verdict as V
 
 HISTORY_RUNS = 10  # runs shown in the report's History section and plots
+CHANGE_POINTS_KEPT = 20  # newest change points kept in results.json and the report
 
 
 @dataclass
@@ -36,17 +38,24 @@ def finalize(
     record: bool = False,
     plots_dir: str | Path | None = None,
     history_runs: int = HISTORY_RUNS,
+    confirm: int | None = None,
+    acks: list[dict] | None = None,
 ) -> Finished:
     """Finish a results document (changed in place: verdicts and summary).
 
     `baseline`: a results.baseline.Baseline or None; `judge=False` keeps the verdicts the document already
     has (a report rendered again from a finished run's results.json). `thresholds`: None for the document's
     own. `history`: the suite's history document (trend table; the plots), `record=True` appends this run to
-    it. `plots_dir`: where trend plots are written (None: no plots, e.g. a ConfigMap cannot hold them)."""
+    it. `plots_dir`: where trend plots are written (None: no plots, e.g. a ConfigMap cannot hold them).
+    `confirm`: re-runs a suspected regression gets (None: the spec's); `acks`: acknowledged change points and
+    accepted baselines (results/changepoints.py)."""
     if judge:
-        V.apply(results, baseline, thresholds)
+        V.apply(results, baseline, thresholds, confirm=confirm)
     if record:
         history = H.append(history, results)
+    if history is not None:
+        points = CP.detect(history, acks=acks)
+        results["change_points"] = [p.to_dict() for p in points][-CHANGE_POINTS_KEPT:] or None
     plots = render_trends(results, history, plots_dir, last=history_runs) if plots_dir is not None else {}
     report = render_report(results, history=history, plots=plots, history_runs=history_runs)
     return Finished(results=results, report=report, history=history, plots=plots)

@@ -2,7 +2,7 @@
 
 Sources (`load_baseline` detects which from the content):
 - a trainbench results document (a pinned results.json file, a folder holding one, or a ConfigMap);
-- a suite's history document: per case, its last successful run (`from_history`);
+- a suite's history document: per case, its last healthy runs pooled (`from_history`);
 - prime-rl benchmark JSON files (`config` + `metrics.{mfu,throughput,step_time}.{mean,std,min,max}` +
   `peak_memory.{gib,pct}`), one file, a list, or a folder of them.
 
@@ -71,26 +71,78 @@ def from_results(doc: dict, description: str | None = None) -> Baseline:
     return b
 
 
-def from_history(doc: dict, exclude_run: str | None = None, description: str | None = None) -> Baseline:
-    """Per case, its last successful run in the suite's history (the run being judged excluded)."""
+BASELINE_RUNS = 5  # history runs pooled into a case's baseline (their run-to-run spread feeds the verdict's test)
+_SAMPLE_KEYS = {"tps": "tps", "mfu": "mfu", "step_time": "step_time", "peak_memory": "peak_memory_gib"}
+_SAMPLE_KEYS |= {"tokens_per_joule": "tokens_per_joule"}
+
+
+def _accepted(accepted: list[dict] | None, run: dict, case: dict) -> bool:
+    for a in accepted or []:
+        if a.get("accept") and a.get("run") == run.get("run") and a.get("case") in (None, "*", case.get("id")):
+            return True
+    return False
+
+
+def _history_samples(items: list[tuple[dict, dict]]) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for _, c in items:
+        m = c.get("metrics") or {}
+        for metric, key in _SAMPLE_KEYS.items():
+            v = m.get(key)
+            if isinstance(v, dict) and v.get("means"):
+                out.setdefault(metric, []).extend({"mean": x} for x in v["means"])
+            elif v is not None:
+                out.setdefault(metric, []).append(v)
+    return out
+
+
+def from_history(
+    doc: dict,
+    exclude_run: str | None = None,
+    description: str | None = None,
+    accepted: list[dict] | None = None,
+    max_runs: int = BASELINE_RUNS,
+) -> Baseline:
+    """Per case, its baseline from the suite's history (the run being judged excluded): the case's last runs,
+    newest first, up to `max_runs`, pooled so that their run-to-run spread is known to the verdict's test.
+
+    Left out: failed and tainted runs, and runs whose regression was suspected or confirmed, unless accepted
+    (`accepted`: ack entries {run, case?, accept: true}, `trainbench baseline accept`). The window ends at the
+    newest run that improved or was accepted: improvements move the baseline by themselves, slowdowns only when
+    accepted."""
     if not H.is_history(doc):
         raise BaselineError(f"not a trainbench history document (schema {doc.get('schema')!r})")
     runs = [r for r in doc.get("runs", []) if r.get("run") != exclude_run]
-    b = Baseline("history", description or f"last successful run of suite {doc.get('suite')!r} per case")
-    for run in runs:  # oldest first: later runs overwrite
+    b = Baseline("history", description or f"last runs of suite {doc.get('suite')!r} per case (up to {max_runs})")
+    pooled: dict[tuple, list[tuple[dict, dict]]] = {}
+    closed: set[tuple] = set()
+    for run in reversed(runs):  # newest first
         for c in run.get("cases", []):
-            if c.get("phase") == "Succeeded" and c.get("metrics"):
-                b.add(
-                    c,
-                    {
-                        "source": "history",
-                        "run": run.get("run"),
-                        "when": run.get("started_at"),
-                        "hardware": c.get("hardware"),
-                        "metrics": c["metrics"],
-                        "comparable": None,
-                    },
-                )
+            key = case_key(c)
+            if key in closed or c.get("phase") != "Succeeded" or not c.get("metrics") or c.get("tainted"):
+                continue
+            accept = _accepted(accepted, run, c)
+            if c.get("state") in ("suspected", "confirmed") and not accept:
+                continue
+            pooled.setdefault(key, []).append((run, c))
+            if c.get("improved") or accept or len(pooled[key]) >= max_runs:
+                closed.add(key)
+    for items in pooled.values():
+        run, c = items[0]
+        b.add(
+            c,
+            {
+                "source": "history",
+                "run": run.get("run"),
+                "runs": [r.get("run") for r, _ in items],
+                "when": run.get("started_at"),
+                "hardware": c.get("hardware"),
+                "metrics": c["metrics"],
+                "samples": _history_samples(items),
+                "health": c.get("health"),
+                "comparable": None,
+            },
+        )
     return b
 
 

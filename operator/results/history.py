@@ -43,7 +43,7 @@ def _compact_metrics(metrics: dict | None) -> dict | None:
     if not metrics:
         return None
     out: dict[str, Any] = {}
-    for name in ("tps", "mfu", "step_time", "power_w"):
+    for name in ("tps", "mfu", "mfu_done", "step_time", "power_w"):
         s = metrics.get(name)
         if isinstance(s, dict) and s.get("mean") is not None:
             out[name] = {"mean": _round(s["mean"]), "std": _round(s.get("std")), "n": s.get("n")}
@@ -51,6 +51,21 @@ def _compact_metrics(metrics: dict | None) -> dict | None:
         if metrics.get(name) is not None:
             out[name] = _round(metrics[name])
     return out or None
+
+
+def _health_brief(case: dict) -> dict | None:
+    """What a later run compares its environment with (results/taint.py differs): CPUs, GPU clocks, power limit."""
+    reps = case.get("repeats") or []
+    health = next((r.get("health") for r in reps if r.get("health")), None)
+    health = health or (case.get("trainer") or {}).get("health")
+    if not isinstance(health, dict):
+        return None
+    gpu = health.get("gpu") if isinstance(health.get("gpu"), dict) else {}
+    brief = {k: health.get(k) for k in ("cpu_count", "affinity") if health.get(k) is not None}
+    g = {k: gpu.get(k) for k in ("sm_clock_max_mhz", "mem_clock_max_mhz", "power_limit_w") if gpu.get(k) is not None}
+    if g:
+        brief["gpu"] = g
+    return brief or None
 
 
 def run_entry(results: dict) -> dict:
@@ -61,7 +76,22 @@ def run_entry(results: dict) -> dict:
         entry = {k: c.get(k) for k in _CASE_FIELDS if c.get(k) is not None}
         m = _compact_metrics(c.get("metrics")) if c.get("phase") == "Succeeded" else None
         if m:
+            reps = [r for r in c.get("repeats") or [] if r.get("phase") == "Succeeded" and r.get("metrics")]
+            for name, summary in m.items():  # each repeat's mean: the run-to-run spread of this run
+                if isinstance(summary, dict) and len(reps) > 1:
+                    means = [(r["metrics"].get(name) or {}).get("mean") for r in reps]
+                    summary["means"] = [_round(x) for x in means if x is not None]
             entry["metrics"] = m
+        verdict = c.get("verdict") or {}
+        if verdict.get("state"):
+            entry["state"] = verdict["state"]  # suspected | confirmed | cleared: baselines skip regressions
+        if any(v.get("status") == "improvement" for v in (c.get("verdicts") or {}).values()):
+            entry["improved"] = True  # the baseline moves to this run
+        if verdict.get("tainted"):
+            entry["tainted"] = verdict["tainted"]
+        health = _health_brief(c)
+        if health:
+            entry["health"] = health
         cases.append(entry)
     return {
         "run": results.get("run"),
@@ -69,6 +99,7 @@ def run_entry(results: dict) -> dict:
         "finished_at": results.get("finished_at"),
         "commit": env.get("commit"),
         "image": env.get("image"),
+        "image_digest": env.get("image_digest"),
         "cases": cases,
     }
 

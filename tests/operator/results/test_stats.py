@@ -49,8 +49,9 @@ def test_a_real_slowdown_is_significant_and_signed():
 
 def test_one_repeat_per_side_uses_the_noise_floor():
     one = compare(Samples.of([97.0]), Samples.of([100.0]))
-    assert one.method == "welch+floor"
-    assert not one.significant  # 3% is within twice the 3% floor
+    assert one.method == "z+prior"
+    assert not one.significant  # 3% is within twice the 2.5% floor
+    assert compare(Samples.of([90.0]), Samples.of([100.0])).significant  # -10%: z = 2.6
     big = compare(Samples.of([50.0]), Samples.of([100.0]))
     assert big.significant
 

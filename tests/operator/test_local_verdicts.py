@@ -1,0 +1,135 @@
+"""Verdicts a team can act on, end to end on the CPU with real trainer processes (issue: the same code run twice
+flagged -70% regressions): repeats, confirmation re-runs, Confirmed vs Cleared, tainted cases.
+
+A "slower build" is the real trainer with its optimizer step made slower by a sleep (a wrapper command that
+patches `trainbench.trainer.train._optimizer_step` before calling the trainer's own main), so everything else,
+processes, metrics, collection, verdicts, is what users run."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainbench.operator.api import parse_spec
+from trainbench.operator.local import LocalOptions, run_local
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# the trainer, with each optimizer step 1.5 s slower while SLOW_MARKER exists (deleted after `uses` processes)
+SLOW = """
+import os, sys, time
+import trainbench.trainer.train as t
+marker = sys.argv.pop(1)
+if os.path.exists(marker):
+    left = int(open(marker).read() or "0")
+    if left <= 1:
+        os.remove(marker)
+    else:
+        open(marker, "w").write(str(left - 1))
+    orig = t._optimizer_step
+    def slow(*a, **k):
+        time.sleep(1.5)
+        return orig(*a, **k)
+    t._optimizer_step = slow
+from trainbench.trainer.bench import main
+sys.exit(main())
+"""
+
+
+def _spec(**over):
+    spec = {
+        "suite": "verdicts",
+        "pools": [{"name": "cpu", "hardware": "CPU"}],
+        "matrix": {"models": ["tiny-qwen3"], "types": ["sft-full"], "seqLens": [128], "ac": ["none"], "attn": ["sdpa"]},
+        "steps": 4,
+        "warmupSteps": 1,
+        "timeoutSeconds": 300,
+    }
+    spec.update(over)
+    return parse_spec(spec)
+
+
+def _run(out: Path, marker: Path | None = None, slow_processes: int = 0, **spec) -> dict:
+    if marker is not None and slow_processes:
+        marker.write_text(str(slow_processes))
+    cmd = [sys.executable, "-c", SLOW, str(marker or out / "no-marker")]
+    opts = LocalOptions(out=out, device="cpu", progress=False, plots=False, trainer_cmd=cmd, log=io.StringIO())
+    run = run_local("verdicts", _spec(**spec), opts)
+    return run.results
+
+
+def _case(results: dict) -> dict:
+    (case,) = results["cases"]
+    return case
+
+
+def test_slower_build_is_confirmed_and_identical_code_is_not(tmp_path):
+    out, marker = tmp_path / "out", tmp_path / "slow"
+    for _ in range(2):  # the suite's history: two runs of the normal build
+        first = _run(out)
+        assert first["summary"]["regressions"] == 0
+    # a slower build: the first process and both confirming re-runs are slow -> Confirmed
+    slow = _run(out, marker, slow_processes=3)
+    case = _case(slow)
+    assert case["verdict"]["state"] == "confirmed", case["verdict"]
+    assert case["verdicts"]["tps"]["status"] == "regression" and case["verdicts"]["tps"]["change_pct"] < -30
+    assert {v["status"] for k, v in case["verdicts"].items() if k in ("tps", "mfu", "step_time")} == {"regression"}
+    assert [r["confirm"] for r in case["repeats"]] == [False, True, True]
+    assert slow["summary"]["regressions"] == 1 and slow["summary"]["suspected"] == 0
+    report = (out / "report.md").read_text()
+    assert "**Confirmed**" in report and "1 regression" in report
+    # the slowdown is removed: the baseline kept the pre-regression runs (a slowdown moves it only when accepted)
+    back = _run(out)
+    # (a noisy machine may still suspect it; its re-runs then clear it: never a regression)
+    assert _case(back)["verdict"]["state"] in (None, "cleared") and back["summary"]["regressions"] == 0
+    assert slow["run"] not in _case(back)["baseline"]["runs"] and len(_case(back)["baseline"]["runs"]) == 2
+
+
+def test_a_one_off_slow_process_is_cleared_by_its_re_runs(tmp_path):
+    out, marker = tmp_path / "out", tmp_path / "slow"
+    _run(out)
+    _run(out)
+    blip = _run(out, marker, slow_processes=1)  # only the first process of this run is slow
+    case = _case(blip)
+    assert case["verdict"]["state"] == "cleared", case["verdict"]
+    assert [r["confirm"] for r in case["repeats"]] == [False, True, True]
+    assert blip["summary"]["regressions"] == 0 and blip["summary"]["cleared"] == 1
+    assert "**Cleared**" in (out / "report.md").read_text()
+
+
+def test_repeats_are_kept_with_both_spreads(tmp_path):
+    results = _run(tmp_path / "out", repeats=3)
+    case = _case(results)
+    assert [r["repeat"] for r in case["repeats"]] == [1, 2, 3]
+    assert all(r["phase"] == "Succeeded" and r["metrics"]["tps"]["mean"] > 0 for r in case["repeats"])
+    tps = case["metrics"]["tps"]
+    means = sorted(r["metrics"]["tps"]["mean"] for r in case["repeats"])
+    assert tps["mean"] == pytest.approx(means[1])  # median of three
+    assert tps["repeats"] == 3 and tps["run_std"] > 0 and tps["std"] > 0
+    assert (tmp_path / "out" / "cases" / f"{case['id']}.r3.json").exists()
+
+
+BUSY = "import time\nt = time.time()\nwhile time.time() - t < 120: pass\n"
+
+
+def test_a_case_run_beside_a_cpu_hog_is_tainted_with_the_reason(tmp_path):
+    out = tmp_path / "out"
+    _run(out)
+    hogs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        loaded = _run(out)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    case = _case(loaded)
+    assert case["verdict"]["tainted"], case["verdict"]
+    assert case["verdict"]["tainted"][0].startswith("host load: other processes used")
+    assert case["verdict"]["state"] != "confirmed" and loaded["summary"]["tainted"] == 1
+    assert "**Tainted**: host load" in (out / "report.md").read_text()
