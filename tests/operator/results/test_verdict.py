@@ -86,7 +86,9 @@ def test_missing_values():
     assert V.judge("tps", 100, 0).status == "new"
     assert V.judge("tps", None, 100).status == "missing"
     # metrics absent on both sides are left out; present on one side only are new/missing
-    v, _ = V.evaluate({"metrics": {"tps": {"mean": 1.0}, "peak_memory_gib": None}}, {"metrics": {"peak_memory_gib": 2.0}})
+    v, _ = V.evaluate(
+        {"metrics": {"tps": {"mean": 1.0}, "peak_memory_gib": None}}, {"metrics": {"peak_memory_gib": 2.0}}
+    )
     assert set(v) == {"tps", "peak_memory"}
     assert v["tps"].status == "new" and v["peak_memory"].status == "missing"
 
