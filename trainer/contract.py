@@ -123,4 +123,5 @@ FAILURE_REASONS = (
     "MetricsUnavailable",
     "Interrupted",  # stopped by the user (local executor: Ctrl-C)
     "JobSetUnavailable",  # spec.multiNode.engine JobSet, but the cluster does not serve jobset.x-k8s.io/v1alpha2
+    "JobDeleted",  # the case's Job (JobSet) was deleted before its result was collected (operator only)
 )
