@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--now {args.now!r} is not an ISO 8601 time")
         run = build_run(load_suite(args.suite), prefix=args.name_prefix, now=now)
     except (SuiteError, SpecError, ValueError) as e:
-        print(f"trainbench submit: {args.suite}: {e}", file=sys.stderr)
+        where = "" if str(e).startswith(f"{args.suite}:") else f"{args.suite}: "  # load_suite names the file
+        print(f"trainbench submit: {where}{' '.join(str(e).split())}", file=sys.stderr)
         return 2
     if args.dry_run:
         if args.namespace:
@@ -198,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(e, "status", None) is not None and hasattr(e, "body"):  # the API answered (ApiException)
             print(f"trainbench submit: the API refused the run ({e.status}): {api_message(e)}", file=sys.stderr)
             return 1
-        print(f"trainbench submit: cannot reach the cluster: {e}", file=sys.stderr)
+        detail = " ".join(str(e).splitlines()[0].split()) if str(e) else e.__class__.__name__
+        print(
+            f"trainbench submit: cannot reach the cluster ({detail}): set KUBECONFIG or pass --kubeconfig FILE "
+            "(in a pod: its service account is used)",
+            file=sys.stderr,
+        )
         return 1
     print(f"{PLURAL}.{GROUP}/{name} created in namespace {ns}", flush=True)
     if args.keep_succeeded is None and args.keep_failed is None:

@@ -201,3 +201,10 @@ def test_get_and_watch(ktb, kubectl, current, cluster, tmp_path):
     assert p.returncode == 0 and "nightly-20260208" in p.stdout, p.stderr
     line = one_error(ktb("get", "--context", "no-such-context"), 2)
     assert "no-such-context" in line and "--context" in line
+
+
+def test_submit_errors_are_one_line(tb, tmp_path):
+    line = one_error(tb("submit", str(tmp_path / "nope.yaml")), 2)
+    assert line == f"trainbench submit: {tmp_path / 'nope.yaml'}: cannot read: No such file or directory"
+    line = one_error(tb("submit", str(SMOKE)), 1)
+    assert "cannot reach the cluster" in line and "KUBECONFIG" in line and "--kubeconfig" in line
