@@ -119,8 +119,10 @@ class OperatorMetrics:
                 if m.get("tokens_per_joule") is not None:
                     results_families["tokens_per_joule"].add_metric(labels, float(m["tokens_per_joule"]))
                 add_type_results(type_families, labels, case)
+                state = (case.get("verdict") or {}).get("state")
                 for metric, v in (case.get("verdicts") or {}).items():
-                    if isinstance(v, dict) and v.get("status") == "regression":
+                    # Confirmed regressions only (results written before verdict states: every regression)
+                    if isinstance(v, dict) and v.get("status") == "regression" and state in (None, "confirmed"):
                         g_regr.add_metric([*labels, metric], 1.0)
         for phase, n in run_counts.items():
             g_runs.add_metric([phase], n)

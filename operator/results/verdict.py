@@ -225,11 +225,12 @@ def apply(
     """Attach verdicts to a results document (in place, and returned): each case gets `verdicts` (per metric),
     `verdict` {state, families, tainted} and `baseline` (the entry it was compared with); the document gets
     `baseline` {source, description, matched} and `summary` (regressions = Confirmed cases).
-    `baseline`: a baseline.Baseline or None. `confirm`: the re-runs a suspected regression gets (None: the
-    spec's `confirm`, else DEFAULT_CONFIRM)."""
+    `baseline`: a baseline.Baseline or None. `confirm`: the re-runs the executor gives a suspected regression
+    (the local executor: the spec's `confirm`). None or 0 where none can follow (a report rendered from
+    finished results, `trainbench compare`, the operator until it re-runs cases): a significant regression is
+    then Confirmed by the test alone."""
     th = thresholds if thresholds is not None else (results.get("thresholds") or None)
-    if confirm is None:
-        confirm = (results.get("spec") or {}).get("confirm", DEFAULT_CONFIRM)
+    confirm = confirm or 0
     matched = 0
     for case in results.get("cases", []):
         case["verdicts"] = None

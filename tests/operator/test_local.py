@@ -58,6 +58,9 @@ def test_smoke_suite_end_to_end_with_measured_numbers_in_the_report(tmp_path):
         "pending": 0,
         "metrics_unavailable": 0,
         "regressions": 0,
+        "suspected": 0,
+        "cleared": 0,
+        "tainted": 0,
     }
     report = (out / "report.md").read_text()
     assert "5 cases, 5 passed, 0 failed, no baseline" in report

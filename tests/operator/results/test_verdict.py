@@ -102,10 +102,11 @@ def test_tokens_per_joule_spread_from_tps_and_power():
 def test_apply_attaches_verdicts_and_counts_regressions(current, baseline_results):
     import copy
 
-    suspected = V.apply(copy.deepcopy(current), B.from_results(baseline_results))  # spec's confirm: default 2
+    # an executor that re-runs suspects (the local one, confirm=2) holds them as Suspected until the re-runs
+    suspected = V.apply(copy.deepcopy(current), B.from_results(baseline_results), confirm=2)
     assert suspected["summary"]["suspected"] == 2 and suspected["summary"]["regressions"] == 0
     assert V.regressions(suspected) == [] and len(V.suspected(suspected)) == 2
-    out = V.apply(current, B.from_results(baseline_results), confirm=0)  # no re-runs: Confirmed at once
+    out = V.apply(current, B.from_results(baseline_results))  # nothing can re-run: the test's verdict stands
     by_type = {(c["model"], c["type"], c["pool"]): c for c in out["cases"]}
     sft_h100 = by_type[("qwen3-0.6b", "sft-full", "h100")]["verdicts"]
     assert sft_h100["tps"]["status"] == "regression" and sft_h100["tps"]["change_pct"] == pytest.approx(-8.0)
