@@ -8,6 +8,7 @@ processes, metrics, collection, verdicts, is what users run."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import time
@@ -133,3 +134,22 @@ def test_a_case_run_beside_a_cpu_hog_is_tainted_with_the_reason(tmp_path):
     assert case["verdict"]["tainted"][0].startswith("host load: other processes used")
     assert case["verdict"]["state"] != "confirmed" and loaded["summary"]["tainted"] == 1
     assert "**Tainted**: host load" in (out / "report.md").read_text()
+
+
+def test_the_smoke_suite_three_times_in_a_row_flags_no_regression(tmp_path):
+    """The README's main job, run three times into one folder (the issue: the second run flagged -70%)."""
+    out = tmp_path / "smoke"
+    for i in range(3):
+        p = subprocess.run(
+            [sys.executable, "-m", "trainbench.cli", "run", str(ROOT / "examples" / "cpu-smoke.yaml"), "--local"]
+            + ["--out", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert p.returncode == 0, p.stdout + p.stderr
+        results = json.loads((out / "results.json").read_text())
+        assert results["summary"]["regressions"] == 0, [c.get("verdict") for c in results["cases"]]
+        assert results["summary"]["suspected"] == 0  # every suspect was re-run and decided
+        assert (results["baseline"] is None) == (i == 0)
