@@ -37,13 +37,14 @@ from typing import Any
 from trainbench.operator import collect
 from trainbench.operator.api import BenchmarkRunSpec
 from trainbench.operator.clock import now as _now
-from trainbench.operator.plan import Case, plan
+from trainbench.operator.plan import Case, plan, with_repeats
 from trainbench.operator.report.finalize import HISTORY_RUNS, finalize
 from trainbench.operator.results import baseline as B
 from trainbench.operator.results import document as R
 from trainbench.operator.results import history as H
 from trainbench.operator.results import verdict as V
 from trainbench.operator.results.keys import plain_label
+from trainbench.operator.results.repeats import group_outcomes
 from trainbench.trainer import contract as C
 
 KILL_GRACE_S = 10.0
@@ -203,10 +204,10 @@ def case_command(case: Case, run: str, device: str, opts: LocalOptions, output: 
     return [*opts.trainer_cmd, *args]
 
 
-def run_case(case: Case, run: str, device: str, gpus: int, opts: LocalOptions, label: str, repeat: int = 1) -> dict:
-    """Run one case as a local process; the outcome dict of results.build_results. KeyboardInterrupt is
-    re-raised after the process is stopped, with the outcome attached as `exc.outcome`. Repeats after the
-    first write `cases/<id>.r<N>.json` and `logs/<id>.r<N>.log`."""
+def run_case(case: Case, run: str, device: str, gpus: int, opts: LocalOptions, label: str) -> dict:
+    """Run one case (or a repeat of one: plan.with_repeats) as a local process; the outcome dict of
+    results.build_results. KeyboardInterrupt is re-raised after the process is stopped, with the outcome attached
+    as `exc.outcome`."""
     if case.nodes > 1:
         return _skip(case, None, f"needs {case.nodes} nodes; the local executor runs on this machine only")
     if device == "cuda" and case.gpus_per_node > gpus:
@@ -214,9 +215,8 @@ def run_case(case: Case, run: str, device: str, gpus: int, opts: LocalOptions, l
     if device == "cpu" and case.gpus > 1:
         return _skip(case, None, f"needs {case.gpus} GPUs; on CPU the local executor runs single-process cases only")
     out = opts.out
-    stem = case.id if repeat == 1 else f"{case.id}.r{repeat}"
-    result_path = out / "cases" / f"{stem}.json"
-    log_path = out / "logs" / f"{stem}.log"
+    result_path = out / "cases" / f"{case.id}.json"
+    log_path = out / "logs" / f"{case.id}.log"
     result_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.unlink(missing_ok=True)
@@ -314,47 +314,32 @@ def _sigterm_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _run_round(
-    cases: list[Case],
-    run: str,
-    device: str,
-    gpus: int,
-    opts: LocalOptions,
-    outcomes: dict[str, list[dict]],
-    log,
-    repeat: int = 1,
-    rounds: int = 1,
-    confirm: bool = False,
+def _run_units(
+    units: list[Case], run: str, device: str, gpus: int, opts: LocalOptions, outcomes: dict[str, dict], log
 ) -> bool:
-    """Run the cases one after the other, appending each outcome to `outcomes[case.id]`; True when stopped by
-    the user (the cases not run yet get a Skipped outcome)."""
-    tag = " confirm" if confirm else (f" r{repeat}/{rounds}" if rounds > 1 else "")
-    for i, case in enumerate(cases):
-        label = f"[{i + 1}/{len(cases)}{tag}] {case_label(case)}"
+    """Run the units (plan.with_repeats: cases, their repeats, confirming re-runs) one after the other into
+    `outcomes[unit.id]`; True when stopped by the user (cases not run at all get a Skipped outcome)."""
+    for i, unit in enumerate(units):
+        tag = " confirm" if unit.confirm else (f" r{unit.repeat}" if unit.repeat > 1 else "")
+        label = f"[{i + 1}/{len(units)}{tag}] {case_label(unit)}"
         try:
-            o = run_case(case, run, device, gpus, opts, label, repeat=repeat)
+            outcomes[unit.id] = run_case(unit, run, device, gpus, opts, label)
         except KeyboardInterrupt as e:
-            o = getattr(e, "outcome", None) or {
+            outcomes[unit.id] = getattr(e, "outcome", None) or {
                 "phase": "Failed",
                 "reason": "Interrupted",
                 "message": "stopped by the user",
             }
-            outcomes.setdefault(case.id, []).append({**o, "confirm": confirm})
-            for rest in cases[i + 1 :]:
-                if not outcomes.get(rest.id):
-                    outcomes[rest.id] = [_skip(rest, "Interrupted", "not run: stopped by the user")]
+            for rest in units[i + 1 :]:
+                if rest.repeat == 1:
+                    outcomes[rest.id] = _skip(rest, "Interrupted", "not run: stopped by the user")
             print("trainbench: interrupted; writing the results of the finished cases", file=log, flush=True)
             return True
-        outcomes.setdefault(case.id, []).append({**o, "confirm": confirm})
+        o = outcomes[unit.id]
         if o["phase"] != "Succeeded":
             first = (o.get("message") or "").splitlines()[0] if o.get("message") else ""
-            print(f"  {case.id}: {o['phase']} {o.get('reason') or ''} {first}".rstrip(), file=log, flush=True)
+            print(f"  {unit.id}: {o['phase']} {o.get('reason') or ''} {first}".rstrip(), file=log, flush=True)
     return False
-
-
-def _outcomes(outcomes: dict[str, list[dict]]) -> dict[str, dict]:
-    """build_results' outcome per case: the one outcome of a case run once, else all its repeats."""
-    return {cid: runs[0] if len(runs) == 1 else {"repeats": runs} for cid, runs in outcomes.items()}
 
 
 ACKS_FILE = "acks.json"
@@ -422,34 +407,28 @@ def run_local(name: str, spec: BenchmarkRunSpec, opts: LocalOptions) -> LocalRun
     }
     with contextlib.suppress(PackageNotFoundError):  # not installed as a distribution
         environment["trainbench"] = version("trainbench")
-    outcomes: dict[str, list[dict]] = {}
+    units = with_repeats(cases, repeats)
+    outcomes: dict[str, dict] = {}
+
+    def build() -> dict:
+        grouped = group_outcomes(units, outcomes)
+        return R.build_results(run, suite, spec, cases, grouped, started, _now(), environment)
+
     previous = _sigterm_as_interrupt()
     try:
-        interrupted = False
-        for r in range(1, repeats + 1):
-            interrupted = _run_round(cases, run, device, gpus, opts, outcomes, log, repeat=r, rounds=repeats)
-            if interrupted:
-                break
+        interrupted = _run_units(units, run, device, gpus, opts, outcomes, log)
         if not interrupted and confirm > 0 and base is not None:
-            probe = R.build_results(run, suite, spec, cases, _outcomes(outcomes), started, _now(), environment)
-            V.apply(probe, base, confirm=confirm)
-            ids = {c["id"] for c in V.suspected(probe)}
-            doubtful = [c for c in cases if c.id in ids]
-            if doubtful:
-                names = ", ".join(c.id for c in doubtful)
-                print(
-                    f"trainbench: suspected regression: {names}; {confirm} re-run(s) to confirm", file=log, flush=True
-                )
-            for k in range(confirm if doubtful else 0):
-                interrupted = _run_round(
-                    doubtful, run, device, gpus, opts, outcomes, log, repeat=repeats + k + 1, confirm=True
-                )
-                if interrupted:
-                    break
+            ids = {c["id"] for c in V.suspected(V.apply(build(), base, confirm=confirm))}
+            if ids:
+                names = ", ".join(sorted(ids))
+                print(f"trainbench: suspected regression: {names}; {confirm} re-run(s) each", file=log, flush=True)
+                extra = with_repeats(cases, repeats, confirm=dict.fromkeys(ids, confirm))[len(units) :]
+                units += extra
+                interrupted = _run_units(extra, run, device, gpus, opts, outcomes, log)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    results = R.build_results(run, suite, spec, cases, _outcomes(outcomes), started, _now(), environment)
+    results = build()
     return finish(results, out, opts, interrupted, inputs=(base, history, acks), confirm=confirm)
 
 

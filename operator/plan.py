@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from trainbench.operator.api import BenchmarkRunSpec, Pool, SpecError, parse_spec
 from trainbench.trainer.config import BadConfig, parse_args
@@ -58,6 +58,15 @@ class Case:
     lora_targets: tuple[str, ...] = field(default_factory=tuple)
     micro_batch_auto: bool = False  # --micro-batch auto (training types)
     type_args: tuple[str, ...] = field(default_factory=tuple)  # trainer options of the type (generate, verify, auto)
+    # a repeat of a case is a case of its own for launching and collecting (its own process/Job): `of` names the
+    # case it repeats, `repeat` counts from 1 (the case itself), `confirm` marks a re-run of a suspected regression
+    of: str | None = None
+    repeat: int = 1
+    confirm: bool = False
+
+    @property
+    def base_id(self) -> str:
+        return self.of or self.id
 
     @property
     def gpus(self) -> int:
@@ -349,3 +358,19 @@ def plan(spec: BenchmarkRunSpec | dict, *, model_paths: bool = False) -> list[Ca
     for case in cases:
         _check_trainer_accepts(case, by_name[case.model])
     return cases
+
+
+def repeat_case(case: Case, repeat: int, confirm: bool = False) -> Case:
+    """Repeat `repeat` (2, 3, ...) of a case: the same case under its own id (`<id>-r<N>`) for its own Job."""
+    return replace(case, id=f"{case.id}-r{repeat}", of=case.id, repeat=repeat, confirm=confirm)
+
+
+def with_repeats(cases: list[Case], repeats: int, confirm: dict[str, int] | None = None) -> list[Case]:
+    """The units an executor launches, in launch order: every case once, then every case again (`repeats`
+    rounds, interleaved so that a drift of the machines hits all cases alike), then `confirm[case id]` re-runs of
+    each case whose regression is suspected (results/verdict.py)."""
+    units = [c if r == 1 else repeat_case(c, r) for r in range(1, max(1, repeats) + 1) for c in cases]
+    for c in cases:
+        for k in range((confirm or {}).get(c.id, 0)):
+            units.append(repeat_case(c, repeats + k + 1, confirm=True))
+    return units

@@ -129,3 +129,14 @@ def merge(outcomes: list[dict], metrics_of) -> tuple[dict, dict | None, list[dic
     if ends:
         primary["finished_at"] = max(ends, key=str)
     return primary, (None if failed else combine_metrics(blocks)), entries
+
+
+def group_outcomes(units: list, outcomes: dict[str, dict]) -> dict[str, dict]:
+    """build_results' outcome per case from the outcomes of its units (plan.with_repeats: the case, its repeats,
+    its confirming re-runs, in launch order): a case run once keeps its one outcome, else all of them."""
+    by_case: dict[str, list[dict]] = {}
+    for u in units:
+        o = outcomes.get(u.id)
+        if o is not None:
+            by_case.setdefault(u.base_id, []).append({**o, "confirm": u.confirm})
+    return {cid: runs[0] if len(runs) == 1 else {"repeats": runs} for cid, runs in by_case.items()}

@@ -112,7 +112,7 @@ def test_repeats_are_kept_with_both_spreads(tmp_path):
     means = sorted(r["metrics"]["tps"]["mean"] for r in case["repeats"])
     assert tps["mean"] == pytest.approx(means[1])  # median of three
     assert tps["repeats"] == 3 and tps["run_std"] > 0 and tps["std"] > 0
-    assert (tmp_path / "out" / "cases" / f"{case['id']}.r3.json").exists()
+    assert (tmp_path / "out" / "cases" / f"{case['id']}-r3.json").exists()
 
 
 BUSY = "import time\nt = time.time()\nwhile time.time() - t < 120: pass\n"

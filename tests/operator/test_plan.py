@@ -3,7 +3,8 @@
 import pytest
 
 from trainbench.operator.api import SpecError, parse_spec
-from trainbench.operator.plan import plan
+from trainbench.operator.plan import plan, with_repeats
+from trainbench.operator.results.repeats import group_outcomes
 
 
 def spec(**over):
@@ -135,3 +136,26 @@ def test_trainer_args_survive_torchrun_parsing():
     )
     assert args.training_script == "trainbench.trainer"
     assert args.training_script_args == case.trainer_args(run="r1", metrics_port=9400)
+
+
+def test_repeats_are_interleaved_units_of_their_own():
+    spec = {
+        "pools": [{"name": "cpu", "hardware": "CPU"}],
+        "matrix": {"models": ["tiny-qwen3", "tiny-llama"], "types": ["sft-full"], "seqLens": [256]},
+    }
+    cases = plan(parse_spec(spec))
+    a, b = cases
+    units = with_repeats(cases, 2, confirm={b.id: 2})
+    assert [(u.base_id, u.repeat, u.confirm) for u in units] == [
+        (a.id, 1, False),
+        (b.id, 1, False),
+        (a.id, 2, False),
+        (b.id, 2, False),
+        (b.id, 3, True),
+        (b.id, 4, True),
+    ]
+    assert units[0] is a and units[2].id == f"{a.id}-r2" and len({u.id for u in units}) == 6
+    grouped = group_outcomes(units, {u.id: {"phase": "Succeeded", "n": i} for i, u in enumerate(units)})
+    assert [o["n"] for o in grouped[b.id]["repeats"]] == [1, 3, 4, 5]
+    assert [o["confirm"] for o in grouped[b.id]["repeats"]] == [False, False, True, True]
+    assert with_repeats(cases, 1) == cases
