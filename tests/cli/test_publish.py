@@ -271,3 +271,41 @@ def test_publish_br_name_takes_the_runs_spec_publish(ktb, kubectl, current, git_
     assert f"r/{run}/report.md" in _files(repo, "override")
     line = one_error(ktb("publish", "br/nightly-nope"), 2)
     assert "benchmarkrun/nightly-nope: not found" in line
+
+
+def test_a_failed_publish_is_recorded_and_the_webhook_falls_back_to_the_template_link(
+    cluster, kubectl, operator, git_daemon
+):
+    """spec.publish names a repository the server does not have: the run still finishes, the error is recorded on
+    the results ConfigMap in one line, and the webhook links to TRAINBENCH_REPORT_URL_TEMPLATE instead."""
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    Hook.received.clear()
+    operator.env = {
+        "TRAINBENCH_WEBHOOK_URL": f"http://127.0.0.1:{hook.server_port}/hook",
+        "TRAINBENCH_REPORT_URL_TEMPLATE": "https://grafana.example/d/runs?ns={namespace}&run={run}&suite={suite}",
+    }
+    operator.start()
+    spec = {
+        "suite": "pub",
+        "pools": [{"name": "small", "nodeSelector": {"trainbench.dev/test-pool": "b"}, "image": "trainer:test",
+                   "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}], "memory": "64Mi"}],
+        "matrix": {"models": ["tiny-llama"], "types": ["sft-full"], "seqLens": [128]},
+        "steps": 1, "warmupSteps": 0, "timeoutSeconds": 300,
+        "publish": {"repo": git_daemon.url("missing.git")},
+    }  # fmt: skip
+    run = {"apiVersion": "trainbench.dev/v1alpha1", "kind": "BenchmarkRun", "metadata": {"name": "pub-2"}, "spec": spec}
+    kubectl.apply(yaml.safe_dump(run))
+
+    def error():
+        cm = kubectl("get", "configmap", "pub-2-results", "-o", "json", check=False)
+        notes = json.loads(cm.stdout)["metadata"].get("annotations") or {} if cm.returncode == 0 else {}
+        return notes.get("trainbench.dev/publish-error")
+
+    text = wait_for(error, 300, "the publish error to be recorded", on_fail=operator.log)
+    assert "\n" not in text and "git " in text and "missing.git" in text, text
+    assert kubectl.get_json("benchmarkrun", "pub-2")["status"]["phase"] == "Failed"  # the OOM-killed case, not this
+    wait_for(lambda: Hook.received, 60, "the webhook", on_fail=operator.log)
+    context = Hook.received[0]["blocks"][-1]["elements"][0]["text"]
+    assert "<https://grafana.example/d/runs?ns=default&run=pub-2&suite=pub|report>" in context
+    hook.shutdown()
