@@ -30,11 +30,13 @@ from trainbench.operator.clock import iso, now, parse_time
 from trainbench.operator.controller import failures, publish, reconcile, webhook
 from trainbench.operator.controller.client import Api, api_message
 from trainbench.operator.controller.metrics import OperatorMetrics
-from trainbench.operator.plan import plan
+from trainbench.operator.plan import plan, with_repeats
 from trainbench.operator.report import finalize
 from trainbench.operator.results import baseline as B
 from trainbench.operator.results import document as R
 from trainbench.operator.results import history as H
+from trainbench.operator.results import verdict as V
+from trainbench.operator.results.repeats import group_outcomes
 
 log = logging.getLogger("trainbench.operator")
 A_WEBHOOK = "trainbench.dev/webhook-sent"  # on a run's results ConfigMap: when its webhook message went out
@@ -101,6 +103,9 @@ def observe(api: Api, body: dict, config: Config, jobsets: bool = False) -> reco
     if any(failures.unschedulable(p) for group in pods.values() for p in group):
         observed.nodes = list_nodes(api)  # only when a pod waits for a node: can any node ever run it?
     observed.results = observe_results(api, ns, body)
+    queue = (body.get("spec") or {}).get("queueName")
+    if queue:  # hostile input (issue 19): a missing Kueue queue is said, not waited on silently
+        observed.queue_missing = queue_problem(api, ns, queue, config.discovery_ttl)
     for name, group in pods.items():
         rank0 = group[0]
         case_id = (rank0["metadata"].get("labels") or {}).get(K.L_CASE) or ""
@@ -118,11 +123,50 @@ def observe(api: Api, body: dict, config: Config, jobsets: bool = False) -> reco
     return observed
 
 
+KUEUE_GROUP, KUEUE_VERSION, KUEUE_LOCALQUEUES = "kueue.x-k8s.io", "v1beta1", "localqueues"
+
+
+def queue_problem(api: Api, ns: str, queue: str, ttl: float) -> str | None:
+    """Why the LocalQueue a run names cannot admit its Jobs (they wait suspended for Kueue): Kueue not installed,
+    or no LocalQueue of that name in the namespace. None when it exists or that cannot be told (discovery failed,
+    the operator may not read LocalQueues)."""
+    served = api.served(KUEUE_GROUP, KUEUE_VERSION, KUEUE_LOCALQUEUES, ttl)
+    if served is None:
+        return None
+    if not served:
+        return f"Kueue is not installed (no {KUEUE_GROUP} LocalQueues): the Jobs of queue {queue} stay suspended"
+    try:
+        found = api.read_custom(KUEUE_GROUP, KUEUE_VERSION, KUEUE_LOCALQUEUES, ns, queue)
+    except Exception as e:  # noqa: BLE001 - 403 and other API trouble: not known, never fail the tick
+        log.debug("cannot read LocalQueue %s/%s: %s", ns, queue, getattr(e, "reason", e))
+        return None
+    if found is None:
+        return f"Kueue LocalQueue {queue} not found in namespace {ns}: the run's Jobs stay suspended until it exists"
+    return None
+
+
+def acks_configmap_name(suite: str) -> str:
+    return f"{K.label_value(suite)}-acks"[:253]
+
+
+def suite_acks(api: Api, ns: str, suite: str) -> list[dict]:
+    """Acknowledged change points and accepted baselines of a suite: the JSON list under `acks.json` of the
+    ConfigMap `<suite>-acks` (`trainbench baseline accept/ack --namespace`), [] when there is none."""
+    try:
+        cm = api.read_configmap(ns, acks_configmap_name(suite))
+        doc = json.loads(((cm or {}).get("data") or {}).get("acks.json") or "[]")
+        return [a for a in doc if isinstance(a, dict)] if isinstance(doc, list) else []
+    except Exception as e:  # noqa: BLE001 - unreadable acks: nothing acknowledged, said in the log
+        log.warning("acks of suite %s in %s unreadable: %s", suite, ns, e)
+        return []
+
+
 def suite_inputs(api: Api, spec, ns: str, run_name: str, suite: str, started_at: str | None = None):
-    """(baseline, history) of a run from the cluster. The history: the results ConfigMaps of the suite's
-    runs that had finished before this one started. The baseline: a pinned ConfigMap, or the newest of
-    those runs (spec.baseline.source)."""
+    """(baseline, history, acks) of a run from the cluster. The history: the results ConfigMaps of the suite's
+    runs that had finished before this one started. The baseline: a pinned ConfigMap, or the suite's last
+    healthy runs pooled per case (spec.baseline.source previous; results/baseline.from_history)."""
     history, previous = None, None
+    acks = suite_acks(api, ns, suite)
     try:
         sel = f"{K.L_SUITE}={K.label_value(suite)},{K.L_COMPONENT}=results"
         started = parse_time(started_at)
@@ -143,17 +187,30 @@ def suite_inputs(api: Api, spec, ns: str, run_name: str, suite: str, started_at:
     except Exception as e:  # a broken history must not block the results
         log.warning("history of suite %s in %s unavailable: %s", suite, ns, e)
     if spec.baseline.source == "none":
-        return None, history
+        return None, history, acks
     try:
         if spec.baseline.source == "configMap":  # missing or garbage: said (report line, condition), not ignored
             cm = api.read_configmap(ns, spec.baseline.config_map)
-            return B.from_configmap(cm, spec.baseline.config_map, ns), history
-        return (B.from_results(previous) if previous else None), history
+            return B.from_configmap(cm, spec.baseline.config_map, ns), history, acks
+        if previous is None or history is None:
+            return None, history, acks
+        return B.from_history(history, exclude_run=run_name, accepted=acks), history, acks
     except Exception as e:  # a broken baseline must not block the results
         log.warning("baseline for %s/%s unavailable: %s", ns, run_name, e)
         if spec.baseline.source == "configMap":
-            return B.unavailable(str(e) if isinstance(e, B.BaselineError) else f"baseline: {e}"), history
-        return None, history
+            return B.unavailable(str(e) if isinstance(e, B.BaselineError) else f"baseline: {e}"), history, acks
+        return None, history, acks
+
+
+def suspected_cases(api: Api, spec, ns: str, name: str, suite: str, cases, units, status, observed, now) -> list[str]:
+    """Cases whose regression against the baseline is suspected once every unit has ended (results/verdict.py):
+    the operator re-runs them `spec.confirm` times before it writes the results."""
+    outs = reconcile.outcomes(units, status, observed, run=name, spec=spec)
+    doc = R.build_results(name, suite, spec, cases, group_outcomes(units, outs), status.get("startedAt"), now, {})
+    base, _, _ = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
+    if base is None:
+        return []
+    return [c["id"] for c in V.suspected(V.apply(doc, base, confirm=spec.confirm))]
 
 
 def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) -> finalize.Finished:
@@ -161,8 +218,9 @@ def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) ->
     and write the `<run>-report` and then the `<run>-results` ConfigMap: the results ConfigMap existing is
     what says the run is written (the reconciler observes it)."""
     name = body["metadata"]["name"]
-    base, history = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
-    done = finalize.finalize(doc, baseline=base, history=history)
+    base, history, acks = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
+    # the confirming re-runs (if any) are in the document: their verdicts are final (confirm=0)
+    done = finalize.finalize(doc, baseline=base, history=history, acks=acks)
     results_text = R.configmap_text(doc)  # trimmed to fit when the run is very large (says what it dropped)
     report_text = fit_report(done.report, json.loads(results_text).get(R.TRIM_NOTE_KEY), name)
     report_cm = K.build_configmap(
@@ -210,8 +268,8 @@ def write_partial_report(api: Api, body: dict, doc: dict, spec, ns: str, suite: 
     """A suspended run's report of what has finished so far: `<run>-report` with report.md and the partial
     results (partial-results.json); the `<run>-results` ConfigMap is written only when every case has ended."""
     name = body["metadata"]["name"]
-    base, history = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
-    done = finalize.finalize(doc, baseline=base, history=history)
+    base, history, acks = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
+    done = finalize.finalize(doc, baseline=base, history=history, acks=acks)
     data = {R.REPORT_KEY: done.report, "partial-results.json": R.configmap_text(doc)}
     write_owned(api, body, K.build_configmap(body, K.report_configmap_name(name), data, namespace=ns, suite=suite))
 
@@ -278,7 +336,14 @@ def release_jobs(
     has ended, so they only hold a slot)."""
     sel = K.run_selector(run_name)
     jobs = {j["metadata"]["name"]: j for j in api.list_jobs(ns, sel)} if jobs is None else jobs
-    for kind, objs in (("Job", jobs), ("JobSet", jobsets or {})):
+    if jobsets is None:
+        try:
+            jobsets = {j["metadata"]["name"]: j for j in api.list_jobsets(ns, sel)}
+        except api.client.ApiException as e:  # 404: the cluster does not serve JobSets
+            if e.status != 404:
+                raise
+            jobsets = {}
+    for kind, objs in (("Job", jobs), ("JobSet", jobsets)):
         for name, obj in objs.items():
             if reconcile.RESULT_FINALIZER in (obj["metadata"].get("finalizers") or []):
                 api.remove_finalizer(kind, ns, name, reconcile.RESULT_FINALIZER)
@@ -376,6 +441,8 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
     try:
         spec = parse_spec(body.get("spec"))
         cases = plan(spec)
+        # what runs: every case `repeats` times, interleaved, then the confirming re-runs of suspected regressions
+        units = with_repeats(cases, spec.repeats, confirm=status.get("confirm"))
     except SpecError as e:
         new = reconcile.invalid_status(status, generation, e.field, e.message, t)
         if status.get("observedGeneration") != generation or status.get("phase") != "Failed":
@@ -391,7 +458,7 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
     out = reconcile.reconcile(
         body,
         spec,
-        cases,
+        units,
         observed,
         now=t,
         namespace=ns,
@@ -414,15 +481,26 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
             logger.warning("case %s: launch failed, retried next tick: %s", case_id, why)
             reconcile.unlaunch(new, case_id, why)
             out.events = [ev for ev in out.events if not (ev[1] == "CaseLaunched" and f"case {case_id}:" in ev[2])]
+    if status.get("confirm") is not None:  # decided once; the reconciler's status does not carry it
+        new["confirm"] = status["confirm"]
+    elif out.write_results and spec.confirm > 0 and not spec.cancel:
+        suspects = suspected_cases(api, spec, ns, name, suite, cases, units, new, observed, t)
+        new["confirm"] = dict.fromkeys(suspects, spec.confirm)
+        if suspects:  # re-run them (next ticks launch the units) before the results are written
+            out.write_results = False
+            new["phase"] = "Running"
+            new["message"] = f"regression suspected in {len(suspects)} case(s): {spec.confirm} re-run(s) each"
+            for cid in suspects:
+                out.events.append(("Warning", "RegressionSuspected", f"case {cid}: re-run {spec.confirm}x to confirm"))
     doc = observed.results
     if out.write_results or out.write_partial:
-        outs = reconcile.outcomes(cases, new, observed, run=name, spec=spec)
+        outs = reconcile.outcomes(units, new, observed, run=name, spec=spec)
         doc = R.build_results(
             run=name,
             suite=suite,
             spec=spec,
             cases=cases,
-            outcomes=outs,
+            outcomes=group_outcomes(units, outs),
             started_at=new.get("startedAt"),
             finished_at=t,
             environment=reconcile.run_environment(ns, outs),
@@ -443,6 +521,11 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
             new = reconcile.finished_status(status, new, name, generation, doc, t)
             where = f"results in configmap/{new['resultsConfigMap']}, report in configmap/{new['reportConfigMap']}"
             out.events.append(("Normal", "ResultsWritten", where))
+            for c in doc.get("cases") or []:
+                state = (c.get("verdict") or {}).get("state")
+                if state in ("confirmed", "cleared") and (new.get("confirm") or {}).get(c["id"]):
+                    reason = "RegressionConfirmed" if state == "confirmed" else "RegressionCleared"
+                    out.events.append(("Warning" if state == "confirmed" else "Normal", reason, f"case {c['id']}"))
     written = write_status(api, body, status, new, logger)
     if written:
         for type_, reason, message in out.events:
