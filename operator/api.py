@@ -315,10 +315,11 @@ class ModelWeights(_Model):
     """Real weights of one model (a safetensors file or a directory of them), loaded instead of random weights."""
 
     persistent_volume_claim: PersistentVolumeClaimRef | None = None
-    """The claim holding the weights, mounted read-only at /weights in the model's trainer pods. Unset: `path` is a
-    local directory (the local executor only)."""
+    """The claim holding the weights, mounted read-only at /weights in the model's trainer pods. Unset: `path` is
+    used as it is (the local executor: a file or directory on this machine; a cluster: a path inside the trainer
+    container, e.g. under a podTemplate volume mount)."""
     path: NonEmptyStr
-    """With persistentVolumeClaim, the path inside the claim (relative); else a local file or directory."""
+    """With persistentVolumeClaim, the path inside the claim (relative); else a file or directory as it is."""
 
 
 class Pool(_Model):
@@ -805,7 +806,10 @@ class BenchmarkRunStatus(_Model):
     pending: int | None = None
     """Cases not started yet or waiting for a node."""
     regressions: int | None = None
-    """Metrics worse than the baseline by more than their threshold."""
+    """Cases with a regression against the baseline (after their confirming re-runs)."""
+    confirm: dict[str, int] | None = None
+    """Confirming re-runs given to each case whose regression was suspected once every case had ended (case id ->
+    re-runs); {} when none was suspected. Set once."""
     started_at: str | None = Field(default=None, json_schema_extra=DATE_TIME)
     """When the first case was launched."""
     completed_at: str | None = Field(default=None, json_schema_extra=DATE_TIME)

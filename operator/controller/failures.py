@@ -17,6 +17,7 @@ from trainbench.operator.kube import CONTAINER
 IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
 UNSCHEDULABLE_GRACE_S = 120.0  # a pod may wait this long for a node (autoscalers) before it is Unschedulable
 IMAGE_PULL_GRACE_S = 300.0  # ImagePullBackOff retries; registries hiccup
+WAITING_FOR_CAPACITY = "WaitingForCapacity"  # a Pending case's reason: it fits a node, every such node is busy
 DEADLINE_MESSAGE = "the Job ran past activeDeadlineSeconds (the case's timeoutSeconds)"
 
 
@@ -77,7 +78,7 @@ def termination_message(pod: dict) -> str | None:
     return (t or {}).get("message")
 
 
-def _unschedulable(pod: dict) -> dict | None:
+def unschedulable(pod: dict) -> dict | None:
     for c in (pod.get("status") or {}).get("conditions") or []:
         if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
             return c
@@ -114,6 +115,117 @@ def classify_pod(pod: dict, logs: str | None = None) -> CaseState:
     return CaseState("Running" if status.get("phase") == "Running" else "Pending")
 
 
+# --- can any node ever run the pod? (a busy cluster is not a broken one) -----------------------------------------
+
+_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_SUFFIX |= {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "m": 1e-3}
+
+
+def quantity(value) -> float | None:
+    """A Kubernetes quantity (500m, 64Gi, 8, 1e3) as a number; None when it is not one."""
+    text = str(value).strip() if value is not None else ""
+    for suffix in sorted(_SUFFIX, key=len, reverse=True):
+        if text.endswith(suffix):
+            try:
+                return float(text[: -len(suffix)]) * _SUFFIX[suffix]
+            except ValueError:
+                return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _tolerated(taint: dict, tolerations: list[dict]) -> bool:
+    if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+        return True  # PreferNoSchedule only steers
+    for t in tolerations:
+        if t.get("effect") and t.get("effect") != taint.get("effect"):
+            continue
+        if t.get("operator") == "Exists" and (not t.get("key") or t.get("key") == taint.get("key")):
+            return True
+        if t.get("key") == taint.get("key") and (t.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def _term_matches(term: dict, labels: dict) -> bool:
+    for e in term.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        ok = {
+            "In": labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }.get(op, True)  # Gt/Lt: not judged here (never a false "cannot fit")
+        if not ok:
+            return False
+    return True
+
+
+def _affinity_ok(pod_spec: dict, labels: dict) -> bool:
+    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    return not terms or any(_term_matches(t, labels) for t in terms)
+
+
+def pod_requests(pod: dict) -> dict[str, float]:
+    """What a pod requests, summed over its containers (a limit without a request counts as the request)."""
+    total: dict[str, float] = {}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        asked = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        for name, value in asked.items():
+            q = quantity(value)
+            if q:
+                total[name] = total.get(name, 0.0) + q
+    return total
+
+
+def never_fits(pod: dict, nodes: list[dict] | None) -> str | None:
+    """Why no node of the cluster can ever run `pod` (its nodeSelector matches no node, its required node affinity
+    or untolerated taints rule out the rest, a resource it requests is on no such node, or no such node has that
+    much allocatable); None when some node could (it is only busy) or when the nodes are not known."""
+    if not nodes:
+        return None
+    spec = pod.get("spec") or {}
+    want = spec.get("nodeSelector") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(want.items()))
+    cands = [n for n in nodes if all(((n["metadata"].get("labels") or {}).get(k) == v) for k, v in want.items())]
+    if not cands:
+        return f"no node of the {len(nodes)} in the cluster has the labels {shown} (the pool's nodeSelector)"
+    cands = [n for n in cands if _affinity_ok(spec, n["metadata"].get("labels") or {})]
+    if not cands:
+        return "no node with the pool's labels matches the pod's required node affinity (podTemplate.affinity)"
+    tolerations = spec.get("tolerations") or []
+    fitting = [n for n in cands if all(_tolerated(t, tolerations) for t in (n.get("spec") or {}).get("taints") or [])]
+    if not fitting:
+        taints = sorted(
+            {f"{t.get('key')}:{t.get('effect')}" for n in cands for t in (n.get("spec") or {}).get("taints") or []}
+        )
+        return f"every matching node has a taint the pool does not tolerate ({', '.join(taints)}; spec.pools[].tolerations)"
+    known = [n for n in fitting if (n.get("status") or {}).get("allocatable")]
+    if not known:
+        return None  # nodes that report no allocatable resources: cannot judge
+    asked = pod_requests(pod)
+    for name, amount in sorted(asked.items()):
+        offers = [quantity(((n.get("status") or {}).get("allocatable") or {}).get(name)) or 0.0 for n in known]
+        if max(offers) <= 0:
+            return f"no matching node offers {name} (the pool's resourceName, or a podTemplate resource)"
+        if max(offers) < amount:
+            return f"the pod requests {name} {amount:g}, more than any matching node has allocatable ({max(offers):g})"
+
+    def fits(n: dict) -> bool:
+        alloc = (n.get("status") or {}).get("allocatable") or {}
+        return all((quantity(alloc.get(k)) or 0.0) >= v for k, v in asked.items())
+
+    if not any(fits(n) for n in known):
+        return f"no single matching node has allocatable for all of {', '.join(sorted(asked))} at once"
+    return None
+
+
 def classify(
     job: dict,
     pods: list[dict],
@@ -122,6 +234,7 @@ def classify(
     logs: str | None = None,
     unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
     image_pull_grace_s: float = IMAGE_PULL_GRACE_S,
+    nodes: list[dict] | None = None,
 ) -> CaseState:
     """A case's Job and its pods (rank 0 first) -> CaseState."""
     rank0 = pods[0] if pods else None
@@ -151,8 +264,16 @@ def classify(
         return CaseState("Pending", None, "waiting for the Job's pod")
     # the Job is alive: look for pods that will never run
     for pod in pods:
-        cond = _unschedulable(pod)
+        cond = unschedulable(pod)
         if cond is not None:
+            never = never_fits(pod, nodes)
+            if never:  # no node can ever run it: fail now, with the reason (and the scheduler's own words)
+                said = f"; the scheduler says: {cond['message']}" if cond.get("message") else ""
+                return CaseState("Failed", "Unschedulable", never + said, terminal=True, stop_job=True)
+            if nodes:  # some node could: the cluster is busy; wait (the Job's deadline is the case's timeout)
+                msg = f"waiting for capacity: {cond.get('message') or 'every fitting node is busy'}"
+                return CaseState("Pending", WAITING_FOR_CAPACITY, msg)
+            # the nodes are not known (the operator may not list them): the grace period decides
             age = _age(cond.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"), now)
             if age >= unschedulable_grace_s:
                 msg = cond.get("message") or "no node matches the pod's requirements"

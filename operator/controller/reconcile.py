@@ -43,6 +43,10 @@ class Observed:
     results: dict | None = None  # the results document in the run's own results ConfigMap (None: not written)
     jobsets: dict[str, dict] = field(default_factory=dict)  # the run's JobSets by name (multiNode.engine JobSet)
     jobset_api: bool | None = None  # the cluster serves jobset.x-k8s.io/v1alpha2 jobsets (None: not known)
+    nodes: list[dict] | None = None  # the cluster's nodes (None: not known, e.g. the operator may not list them)
+    # hostile input (issue 19): why spec.queueName's Kueue LocalQueue cannot admit the run's Jobs (None: it exists,
+    # or that is not known); said as condition QueueAvailable=False instead of waiting silently
+    queue_missing: str | None = None
 
 
 @dataclass
@@ -194,6 +198,7 @@ def reconcile(
             logs=observed.logs.get(name),
             unschedulable_grace_s=unschedulable_grace_s,
             image_pull_grace_s=image_pull_grace_s,
+            nodes=observed.nodes,
         )
         if job["metadata"].get("deletionTimestamp") and not v.terminal:
             # deleted (by hand, a TTL) while our finalizer holds it: no Job controller finishes it any more, so
@@ -259,6 +264,8 @@ def reconcile(
             entry["phase"] = v.phase
             if v.message:
                 entry["message"] = v.message
+            if v.reason:  # Pending/WaitingForCapacity
+                entry["reason"] = v.reason
             occupied[case.pool] = occupied.get(case.pool, 0) + 1
         entries.append(entry)
 
@@ -363,6 +370,18 @@ def reconcile(
             t,
         ),
     ]
+    if spec.queue_name:  # a LocalQueue that does not exist never admits: say so (handlers.queue_problem)
+        conditions.append(
+            condition(
+                prev_conditions,
+                "QueueAvailable",
+                observed.queue_missing is None,
+                "QueueNotFound" if observed.queue_missing else "QueueFound",
+                observed.queue_missing or f"Kueue LocalQueue {spec.queue_name} (or not checked)",
+                generation,
+                t,
+            )
+        )
     status = {
         "phase": phase,
         "message": f"{done}/{total} cases ended ({counts['Succeeded']} succeeded, {failed} failed), "
@@ -437,7 +456,8 @@ def finished_status(
         "resultsConfigMap": cm_results,
         "reportConfigMap": cm_report,
         "completedAt": results.get("finished_at") or t,
-        "regressions": len(found),
+        # cases with a Confirmed regression: the same count as the report's, the metrics' and the alerts'
+        "regressions": int((results.get("summary") or {}).get("regressions") or len({c["id"] for c, _ in found})),
         "conditions": [ready, *others, regressed],
     }
 

@@ -239,7 +239,8 @@ def _verdict_section(cases: list[dict]) -> list[str]:
                 if fam.get("p_value") is not None:
                     test += f", p = {fam['p_value']:.3g}"
             rerun = f", {confirm} confirming re-run{'s' if confirm != 1 else ''}" if confirm else ""
-            lines.append(f"- {what}: **{state.capitalize()}**{test} ({runs}{rerun})")
+            word = state.capitalize() if confirm or state != "confirmed" else "Regression"  # not re-run
+            lines.append(f"- {what}: **{word}**{test} ({runs}{rerun})")
         for reason in tainted:
             lines.append(f"- {what}: **Tainted**: {reason}")
     return ["## Verdicts", "", *lines, ""] if lines else []
@@ -414,8 +415,8 @@ def _provenance(cases: list[dict]) -> list[str]:
         lines += ["| Case | " + " | ".join(PROVENANCE_COLUMNS[i][0] for i in keep) + " |"]
         lines += ["|---|" + "---|" * len(keep)]
         for c, row in zip(ran, table, strict=True):
-            label = _code(f"{model_title(c)} {case_label(c, detail=False)}").replace("|", "/")
-            lines += [f"| {label} | " + " | ".join(_code(row[i]).replace("|", "/") for i in keep) + " |"]
+            label = _code(f"{model_title(c)} {case_label(c, detail=False)}")
+            lines += [f"| {label} | " + " | ".join(_code(row[i]) for i in keep) + " |"]
         lines += ["", "</details>", ""]
     repro = [c for c in cases if c.get("repro")]
     if repro:
@@ -440,6 +441,8 @@ def summary_line(results: dict) -> str:
         parts.append(f"{s['skipped']} skipped")
     if s.get("pending"):
         parts.append(f"{s['pending']} not finished")
+    if s.get("cancelled"):
+        parts.append(f"{s['cancelled']} cancelled")
     regs = s.get("regressions", 0)
     if results.get("baseline") is None:
         parts.append("no baseline")

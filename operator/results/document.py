@@ -111,6 +111,7 @@ class Counts(BaseModel):
     skipped: int = 0
     pending: int = 0
     metrics_unavailable: int = 0
+    cancelled: int = 0  # cases stopped or never started because the run was cancelled (spec.cancel)
     regressions: int = 0  # cases with a Confirmed regression (results/verdict.py)
     suspected: int = 0  # cases whose regression awaits its confirming re-runs
     cleared: int = 0  # cases whose suspected regression the re-runs did not confirm
@@ -325,6 +326,8 @@ def counts(cases: list[dict]) -> dict:
             c["skipped"] += 1
         elif phase == "MetricsUnavailable":
             c["metrics_unavailable"] += 1
+        elif phase == "Cancelled":
+            c["cancelled"] = c.get("cancelled", 0) + 1
         else:
             c["pending"] += 1
     states = [(case.get("verdict") or {}).get("state") for case in cases]

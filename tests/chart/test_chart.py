@@ -112,6 +112,8 @@ def test_rbac_is_least_privilege(render, mode):
             assert "secrets" not in rule["resources"], f"{kind} {name} may read secrets"
     cluster_roles = {d["metadata"]["name"]: d for d in docs.kinds("ClusterRole")}
     reader = cluster_roles.pop("trainbench-crd-reader")
+    nodes = cluster_roles.pop("trainbench-node-reader")  # can any node ever run a pod that waits (read-only)
+    assert nodes["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
     assert reader["rules"] == [
         {
             "apiGroups": ["apiextensions.k8s.io"],

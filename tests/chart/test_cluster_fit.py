@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import py_compile
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import yaml
 
 from trainbench.operator import kube as K
 from trainbench.operator.api import SpecError, parse_spec
+from trainbench.operator.controller import reconcile
+from trainbench.operator.controller.runner import pod_defaults
 from trainbench.operator.plan import plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,7 +213,7 @@ def test_image_tags_and_digests(render, chart):
         chart.render({"image": {"families": {"rocm": {"tag": "7.0"}}}}, name="t", namespace="t")
 
 
-# --- trainer pods: imagePullSecrets and the rest (the API's pod overrides are pending) -----------------------------
+# --- trainer pods: imagePullSecrets and the rest reach the Jobs ----------------------------------------------------
 
 
 def _env(docs) -> dict[str, str]:
@@ -221,9 +224,8 @@ def _env(docs) -> dict[str, str]:
 
 def test_private_registry_pull_secrets_reach_the_operator(render, chart):
     """A private registry: the operator, the CronJobs and the helm test pull with imagePullSecrets; the trainer
-    pods' settings go to the operator as TRAINBENCH_TRAINER_POD_DEFAULTS. PENDING: the operator does not put them
-    into the Jobs yet (issue 16's API part, spec.podTemplate), so only the rendered values are checked here, and
-    NOTES name every key that is set but not applied."""
+    pods' settings go to the operator as TRAINBENCH_TRAINER_POD_DEFAULTS, which the operator reads (runner) and
+    puts into every case's Job, under a run's and a pool's spec.podTemplate."""
     values = {
         "imagePullSecrets": [{"name": "regcred"}],
         "trainerPods": {
@@ -257,11 +259,28 @@ def test_private_registry_pull_secrets_reach_the_operator(render, chart):
     run = {"metadata": {"name": "r", "uid": "u"}, "spec": spec}
     job = K.build_job(run, plan(spec)[0], namespace="bench", pod=K.PodSettings(pod_annotations=annotations))
     assert job["spec"]["template"]["metadata"]["annotations"]["team"] == "ml"
-    notes = chart.render(values, name="t", namespace="t")["trainbench/templates/NOTES.txt"]
-    pending = (
-        "trainerPods keys set but not applied to trainer pods yet: env, priorityClassName, resources, runtimeClassName"
+    # the Jobs: the rendered defaults as the operator reads them, through the reconciler's launch
+    defaults = pod_defaults(env["TRAINBENCH_TRAINER_POD_DEFAULTS"])
+    parsed = parse_spec({**spec, "pools": [{"name": "p", "podTemplate": {"priorityClassName": "nightly"}}]})
+    out = reconcile.reconcile(
+        {**run, "metadata": {**run["metadata"], "namespace": "bench"}},
+        parsed,
+        plan(parsed),
+        reconcile.Observed(),
+        now=datetime.now(timezone.utc),
+        namespace="bench",
+        pod_annotations=annotations,
+        pod_defaults=defaults,
     )
-    assert pending in notes
+    (job,) = [o for o in out.create if o["kind"] == "Job"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]  # the private registry's secret is on the trainer pods
+    assert pod["runtimeClassName"] == "nvidia" and pod["priorityClassName"] == "nightly"  # the pool's wins
+    container = pod["containers"][0]
+    assert {"name": "NCCL_IB_HCA", "value": "mlx5"} in container["env"]
+    assert container["resources"]["limits"]["rdma/rdma_shared_device_a"] == "1"
+    notes = chart.render(values, name="t", namespace="t")["trainbench/templates/NOTES.txt"]
+    assert "not applied" not in notes and "Trainer pods get the trainerPods defaults" in notes
     # nothing set: no variable, no note
     assert "TRAINBENCH_TRAINER_POD_DEFAULTS" not in _env(render())
     helm = pytest.importorskip("helm_python")

@@ -236,17 +236,6 @@ unless a PodMonitor scrapes them */}}
 {{- $out | toJson -}}
 {{- end -}}
 
-{{/* trainerPods keys that are set but not applied by the operator yet (the API's pod overrides are pending) */}}
-{{- define "trainbench.trainerPodsPending" -}}
-{{- $pending := list -}}
-{{- range $k, $v := omit .Values.trainerPods "annotations" -}}
-{{- if $v -}}
-{{- $pending = append $pending $k -}}
-{{- end -}}
-{{- end -}}
-{{- $pending | sortAlpha | join ", " -}}
-{{- end -}}
-
 {{/* What the operator may do in a watched namespace (or cluster-wide). No wildcards. */}}
 {{- define "trainbench.operatorRules" -}}
 - apiGroups: [trainbench.dev]
@@ -294,13 +283,13 @@ groups:
     rules:
       - alert: TrainbenchRegressionDetected
         expr: |
-          max by (suite, run, model, type, pool, seq_len, ac, attn, metric) (trainbench_result_regression > 0)
+          max by (suite, run, case, model, type, pool, seq_len, ac, attn) (trainbench_result_regression > 0)
             unless on (suite, run) (time() - trainbench_run_completion_timestamp_seconds >= {{ $lookback }})
         labels:
           severity: {{ $a.severity.regression }}
         annotations:
-          summary: "trainbench: {{`{{ $labels.metric }}`}} regressed for {{`{{ $labels.model }}`}} {{`{{ $labels.type }}`}} on {{`{{ $labels.pool }}`}}"
-          description: "Run {{`{{ $labels.run }}`}} of suite {{`{{ $labels.suite }}`}}: {{`{{ $labels.metric }}`}} is worse than its baseline by more than the threshold (seq_len {{`{{ $labels.seq_len }}`}}, ac {{`{{ $labels.ac }}`}}, attn {{`{{ $labels.attn }}`}}). See the run's report ConfigMap."
+          summary: "trainbench: {{`{{ $labels.model }}`}} {{`{{ $labels.type }}`}} regressed on {{`{{ $labels.pool }}`}} (case {{`{{ $labels.case }}`}})"
+          description: "Run {{`{{ $labels.run }}`}} of suite {{`{{ $labels.suite }}`}}: a confirmed regression against its baseline (seq_len {{`{{ $labels.seq_len }}`}}, ac {{`{{ $labels.ac }}`}}, attn {{`{{ $labels.attn }}`}}); one alert per case, as the report and kubectl get br count them. See the run's report ConfigMap."
       - alert: TrainbenchCaseFailed
         expr: |
           max by (suite, run, case, model, type, pool, reason) (trainbench_case_failed > 0)

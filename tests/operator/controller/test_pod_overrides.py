@@ -219,7 +219,8 @@ def test_cancel_stops_running_cases_and_ends_the_run():
     outs = reconcile.outcomes(cases, out.status, observed, run="r", spec=cancelled)
     doc = R.build_results("r", "s", cancelled, cases, outs, NOW, NOW, reconcile.run_environment("bench", outs))
     assert [c["phase"] for c in doc["cases"]] == ["Cancelled", "Cancelled"]
-    assert "cancelled (spec.cancel)" in render_report(doc)
+    assert doc["summary"]["cancelled"] == 2 and doc["summary"]["pending"] == 0
+    assert "cancelled (spec.cancel)" in render_report(doc) and "2 cancelled" in render_report(doc)
 
 
 def test_suspend_writes_a_partial_report_once():
