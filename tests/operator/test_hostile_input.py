@@ -313,7 +313,7 @@ def test_a_missing_or_garbage_baseline_configmap_is_said(current):
     assert cond["status"] == "True" and "configmap/pinned" in cond["message"]
 
 
-# --- the cluster: a ConfigMap this run does not own is never overwritten; a missing baseline is said -------------
+# --- the cluster: a ConfigMap this run does not own is never overwritten; a missing baseline or queue is said ----
 
 
 def test_the_operator_never_overwrites_a_configmap_it_does_not_own(cluster, kubectl, operator):
@@ -328,6 +328,16 @@ def test_the_operator_never_overwrites_a_configmap_it_does_not_own(cluster, kube
     kubectl.apply(BAD.manifest("mine", BAD.GOOD_SPEC))
     spec = {**BAD.GOOD_SPEC, "baseline": {"source": "configMap", "configMap": "no-such-baseline"}}
     kubectl.apply(BAD.manifest("pinned", spec))
+    kubectl.apply(BAD.manifest("queued", {**BAD.GOOD_SPEC, "queueName": "no-such-queue"}))
+
+    def queue_condition():
+        conds = (kubectl.get_json("br", "queued").get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == "QueueAvailable"), None)
+
+    # the emulated cluster serves no Kueue API: the run says why its Jobs will wait instead of waiting silently
+    cond = wait_for(queue_condition, 120, "the QueueAvailable condition", on_fail=operator.log)
+    assert cond["status"] == "False" and cond["reason"] == "QueueNotFound", cond
+    assert "Kueue is not installed" in cond["message"] and "no-such-queue" in cond["message"]
     status = wait_for(
         lambda: (s := kubectl.get_json("br", "pinned").get("status") or {}).get("resultsConfigMap") and s,
         240,
