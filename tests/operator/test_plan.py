@@ -88,7 +88,7 @@ def test_ids_change_with_configuration():
         ({"pools": [{"name": "H 100"}]}, "spec.pools[0].name", "pattern"),
         ({"bogus": 1}, "spec.bogus", "unknown field"),
         ({"batchSize": 3, "microBatch": 2}, "spec.batchSize", "multiple of microBatch"),
-        ({"baseline": {"source": "configMap"}}, "spec.baseline", "configMap is required"),
+        ({"baseline": {"source": "configMap"}}, "spec.baseline.configMap", "configMap is required"),
         ({"matrix": {"include": [{"type": "sft-full"}]}}, "spec.matrix.include[0]", "needs at least a model"),
         # refused by the trainer's own checks, at plan time
         ({"matrix": {"seqLens": [16]}}, "spec.matrix", "too short for"),
