@@ -59,7 +59,8 @@ LABEL_VALUE = rf"^({_LABEL_NAME})?$"
 # an extended resource (IsExtendedResourceName): a domain-qualified name outside kubernetes.io, e.g. nvidia.com/gpu,
 # amd.com/gpu; `cpu`, `memory` or an unqualified name would silently drop the GPU request
 RESOURCE_NAME = rf"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)+/{_LABEL_NAME}$"
-CPU_QUANTITY = r"^[0-9]+(\.[0-9]+)?m?$"
+# a CPU quantity above zero (a limit of 0 makes a pod the API server refuses or one that never runs)
+CPU_QUANTITY = r"^([1-9][0-9]*(\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)m?$"
 # a memory quantity in MB or more (M, Mi, G, Gi, T, Ti), at least 1M: a pod limit of bytes or KiB cannot run a trainer
 MEMORY_QUANTITY = r"^[1-9][0-9]*(\.[0-9]+)?(Mi|Gi|Ti|M|G|T)$"
 # an image reference (distribution's grammar, simplified): [registry[:port]/]path[:tag][@digest], no whitespace

@@ -113,6 +113,7 @@ REFUSED_BY_SCHEMA = [
         "spec.pools[0].resourceName",
     ),
     ("one-byte-memory", spec_with(pools=[{**POOL, "memory": "1"}]), "spec.pools[0].memory"),
+    ("zero-cpu", spec_with(pools=[{**POOL, "cpu": "0"}]), "spec.pools[0].cpu"),
     ("dup-seq-lens", spec_with(matrix__seqLens=[128, 128]), "spec.matrix.seqLens[1]"),
     ("dup-models", spec_with(matrix__models=["tiny-qwen3", "tiny-qwen3"]), "spec.matrix.models[1]"),
     ("exclude-unknown-pool", spec_with(matrix__exclude=[{"pool": "nope"}]), "spec.matrix.exclude"),
