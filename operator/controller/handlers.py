@@ -227,6 +227,7 @@ def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) ->
         body, K.report_configmap_name(name), {R.REPORT_KEY: report_text}, namespace=ns, suite=suite
     )
     write_owned(api, body, report_cm)
+    drop_partial(api, ns, K.report_configmap_name(name))
     data = {R.CONFIGMAP_KEY: results_text}
     write_owned(api, body, K.build_configmap(body, K.results_configmap_name(name), data, namespace=ns, suite=suite))
     return done
@@ -264,13 +265,23 @@ def fit_report(
     return report
 
 
+PARTIAL_KEY = "partial-results.json"  # in <run>-report while the run is suspended: the results of what finished
+
+
+def drop_partial(api: Api, ns: str, name: str) -> None:
+    """The final report replaces a suspended run's partial one: its partial results go too."""
+    cm = api.read_configmap(ns, name)
+    if cm and PARTIAL_KEY in (cm.get("data") or {}):
+        api.core.patch_namespaced_config_map(name, ns, {"data": {PARTIAL_KEY: None}}, _preload_content=False)
+
+
 def write_partial_report(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) -> None:
     """A suspended run's report of what has finished so far: `<run>-report` with report.md and the partial
     results (partial-results.json); the `<run>-results` ConfigMap is written only when every case has ended."""
     name = body["metadata"]["name"]
     base, history, acks = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
     done = finalize.finalize(doc, baseline=base, history=history, acks=acks)
-    data = {R.REPORT_KEY: done.report, "partial-results.json": R.configmap_text(doc)}
+    data = {R.REPORT_KEY: done.report, PARTIAL_KEY: R.configmap_text(doc)}
     write_owned(api, body, K.build_configmap(body, K.report_configmap_name(name), data, namespace=ns, suite=suite))
 
 

@@ -80,3 +80,28 @@ def test_results_and_report_say_what_ran_and_cancel_keeps_what_finished(
     assert "cancelled (spec.cancel)" in kubectl.get_json("configmap", "long-report")["data"]["report.md"]
     long_jobs = lambda: [j for j in kubectl.get_json("jobs")["items"] if j["metadata"]["name"].startswith("long")]  # noqa: E731
     wait_for(lambda: not long_jobs(), 60, "the cancelled Job to go", on_fail=operator.log)
+
+
+def test_a_suspended_run_reports_what_finished_and_finishes_later(cluster, kubectl, operator):
+    operator.start()
+    kubectl.apply(manifest("pause", steps=20, matrix={"models": ["tiny-qwen3"], "seqLens": [64, 128]}))
+
+    def status():
+        return kubectl.get_json("br", "pause").get("status") or {}
+
+    wait_for(lambda: status().get("running") == 1, 120, "the first case to run", on_fail=operator.log)
+    kubectl("patch", "br", "pause", "--type=merge", "-p", json.dumps({"spec": {"suspend": True}}))
+    st = wait_for(lambda: (s := status()).get("phase") == "Suspended" and s, 180, "Suspended", on_fail=operator.log)
+    assert [c["phase"] for c in st["cases"]] == ["Succeeded", "Pending"] and not st.get("resultsConfigMap")
+    report = wait_for(lambda: kubectl.get_json("configmap", "pause-report"), 60, "the partial report")["data"]
+    partial = json.loads(report["partial-results.json"])
+    assert [c["phase"] for c in partial["cases"]] == ["Succeeded", "Pending"]
+    assert "1 not finished" in report["report.md"]
+    assert kubectl("get", "configmap", "pause-results", check=False).returncode != 0  # not the final results
+
+    kubectl("patch", "br", "pause", "--type=merge", "-p", json.dumps({"spec": {"suspend": False}}))
+    st = wait_for(lambda: (s := status()).get("resultsConfigMap") and s, 240, "the run to end", on_fail=operator.log)
+    assert st["phase"] == "Succeeded"
+    final = json.loads(kubectl.get_json("configmap", "pause-results")["data"]["results.json"])
+    assert [c["phase"] for c in final["cases"]] == ["Succeeded", "Succeeded"]
+    assert "partial-results.json" not in kubectl.get_json("configmap", "pause-report")["data"]  # the final report
