@@ -329,6 +329,8 @@ def test_the_operator_never_overwrites_a_configmap_it_does_not_own(cluster, kube
     spec = {**BAD.GOOD_SPEC, "baseline": {"source": "configMap", "configMap": "no-such-baseline"}}
     kubectl.apply(BAD.manifest("pinned", spec))
     kubectl.apply(BAD.manifest("queued", {**BAD.GOOD_SPEC, "queueName": "no-such-queue"}))
+    long_name = "1" + "a" * 251 + "z"  # 253 characters, starting with a digit: every child name is derived safely
+    kubectl.apply(BAD.manifest(long_name, BAD.GOOD_SPEC))
 
     def queue_condition():
         conds = (kubectl.get_json("br", "queued").get("status") or {}).get("conditions") or []
@@ -352,6 +354,16 @@ def test_the_operator_never_overwrites_a_configmap_it_does_not_own(cluster, kube
     )
     report = kubectl.get_json("configmap", status["reportConfigMap"])["data"]["report.md"]
     assert ":warning: unavailable, no comparison: baseline configmap/no-such-baseline" in report
+    done = wait_for(
+        lambda: (s := kubectl.get_json("br", long_name).get("status") or {}).get("resultsConfigMap") and s,
+        240,
+        "the run with a 253-character name to finish",
+        on_fail=operator.log,
+    )
+    assert done["phase"] == "Succeeded" and done["resultsConfigMap"] == K.results_configmap_name(long_name)
+    assert len(done["resultsConfigMap"]) <= 253 and kubectl.get_json("configmap", done["reportConfigMap"])["data"]
+    (job,) = kubectl.get_json("jobs", "-l", K.run_selector(long_name))["items"]
+    assert job["metadata"]["name"].startswith("r1aaa") and len(job["metadata"]["name"]) <= 63
     wait_for(lambda: "mine-report exists and belongs to" in operator.log(), 240, "the refusal to overwrite")
     assert kubectl.get_json("configmap", "mine-report")["data"] == {"report.md": "a user's own ConfigMap"}
     assert not (kubectl.get_json("br", "mine").get("status") or {}).get("resultsConfigMap")
