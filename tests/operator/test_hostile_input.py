@@ -185,6 +185,13 @@ def test_a_model_config_path_is_read_locally_and_checked(tmp_path, capsys):
     with pytest.raises(SpecError, match="local executor only") as e:
         plan(spec)
     assert e.value.field == "spec.matrix.models[0]"
+    # `trainbench run FILE` without --local submits to the cluster: refused before any cluster is asked
+    path = write(tmp_path, HEADER + "metadata: {name: t}\n" + GOOD_SPEC.replace("tiny-qwen3", str(local)))
+    assert cli(["plan", str(path)]) == 0
+    capsys.readouterr()
+    assert cli(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "spec.matrix.models[0]" in err and "local executor only" in err, err
 
 
 def test_the_loader_bounds(tmp_path):
