@@ -290,3 +290,20 @@ def test_the_report_shows_what_ran(tmp_path):
     # the same document read back renders the same report (what `trainbench report` does with results.json)
     R.write_results(doc, Path(tmp_path) / "results.json")
     assert render_report(R.load_results(tmp_path)) == md
+
+
+def test_the_trainer_records_the_image_and_keeps_it_in_a_full_termination_message(monkeypatch):
+    pytest.importorskip("torch")
+    import torch
+
+    from trainbench.trainer.result import environment, for_termination_log
+
+    monkeypatch.setenv("TRAINBENCH_IMAGE_REVISION", "0123abc")
+    monkeypatch.setenv("TRAINBENCH_IMAGE_CREATED", "2026-12-01T00:04:42Z")
+    monkeypatch.setenv("NODE_NAME", "gpu-7")
+    env = environment(torch.device("cpu"))
+    assert (env["image_revision"], env["image_created"], env["node"]) == ("0123abc", "2026-12-01T00:04:42Z", "gpu-7")
+    assert {"cudnn", "nccl", "flash_attn", "transformers", "torch"} <= set(env)
+    big = {"schema": "x", "config": {"model": "m", "blob": "y" * 5000}, "environment": {**env, "pad": "z" * 3000}}
+    kept = json.loads(for_termination_log(big))
+    assert kept["environment"]["image_revision"] == "0123abc" and "pad" not in kept["environment"]
