@@ -3,6 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 OUT     ?= out/cpu-smoke
+OTAVA   := 0.8.0
 
 .PHONY: run test lint format tools clean images images-tools images-test images-clean
 
@@ -10,6 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[trainer,operator,dev]"
+	$(PY) -m pip install -q --no-deps apache-otava==$(OTAVA)  # change points; its own deps clash (pyproject.toml)
 	touch $@
 
 ## the main job: a local BenchmarkRun of the embedded default (CPU smoke suite)

@@ -113,7 +113,11 @@ def from_history(
     if not H.is_history(doc):
         raise BaselineError(f"not a trainbench history document (schema {doc.get('schema')!r})")
     runs = [r for r in doc.get("runs", []) if r.get("run") != exclude_run]
-    b = Baseline("history", description or f"last runs of suite {doc.get('suite')!r} per case (up to {max_runs})")
+    newest = runs[-1].get("run") if runs else None
+    b = Baseline(
+        "history",
+        description or f"last runs of suite {doc.get('suite')!r} per case (up to {max_runs}, newest {newest})",
+    )
     pooled: dict[tuple, list[tuple[dict, dict]]] = {}
     closed: set[tuple] = set()
     for run in reversed(runs):  # newest first

@@ -42,14 +42,14 @@ def test_previous_and_pinned_baselines(cluster, kubectl, operator):
     first = results("reg-1")
     assert first["baseline"] is None or first["baseline"]["matched"] == 0
 
-    # a pinned baseline ten times faster than this machine
+    # a pinned baseline a hundred times faster than this machine (a loaded machine swings by factors)
     pinned = json.loads(json.dumps(first))
     pinned["run"] = "golden"
     for case in pinned["cases"]:
         m = case["metrics"]
         for key in ("tps", "mfu"):
-            m[key] = {k: (v * 10 if k != "n" and v is not None else v) for k, v in m[key].items()}
-        m["step_time"] = {k: (v / 10 if k != "n" and v is not None else v) for k, v in m["step_time"].items()}
+            m[key] = {k: (v * 100 if k != "n" and v is not None else v) for k, v in m[key].items()}
+        m["step_time"] = {k: (v / 100 if k != "n" and v is not None else v) for k, v in m["step_time"].items()}
     cm = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -68,11 +68,16 @@ def test_previous_and_pinned_baselines(cluster, kubectl, operator):
 
     doc3 = results("reg-3")
     verdicts = doc3["cases"][0]["verdicts"]
-    assert {m for m, v in verdicts.items() if v["status"] == "regression"} >= {"tps", "mfu", "step_time"}
+    assert {m for m, v in verdicts.items() if v["status"] == "regression"} >= {"tps", "mfu", "step_time"}, doc3["cases"][0]["verdict"]
     conds = {c["type"]: c for c in third["conditions"]}
     # regressions count cases (one case regressed on TPS, MFU and step time: one verdict, one regression)
     assert conds["RegressionDetected"]["status"] == "True" and third["regressions"] == 1
     assert doc3["summary"]["regressions"] == 1 and doc3["cases"][0]["verdict"]["state"] == "confirmed"
+    # suspected once every case had ended, re-run twice as Jobs of their own (spec.confirm), then Confirmed
+    assert [r["confirm"] for r in doc3["cases"][0]["repeats"]] == [False, True, True]
+    assert third["confirm"] == {doc3["cases"][0]["id"]: 2} and third["progress"] == "3/3"
+    events = kubectl("get", "events", "-o", "json").stdout
+    assert "RegressionSuspected" in events and "RegressionConfirmed" in events
     assert third["phase"] == "Succeeded"  # a regression is a finding, not a failed case
     row = next(line for line in kubectl("get", "br").stdout.splitlines() if line.startswith("reg-3"))
     assert row.split()[4] == str(third["regressions"])
