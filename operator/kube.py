@@ -306,7 +306,9 @@ def repro_command(
         cmd += ["--weights", weights]
     gpu = REPRO_DEVICES.get(resource_name or "", "")
     node_env = "" if case.nodes == 1 else "-e PET_NODE_RANK=<rank> -e PET_MASTER_ADDR=<rank-0 host> --network host "
-    return f"podman run --rm {gpu}--ipc host {node_env}{shlex.quote(image)} " + shlex.join(cmd)
+    # the weights claim's files, wherever they are on the machine that runs the line
+    mount = f'-v "$WEIGHTS_DIR":{WEIGHTS_PATH}:ro ' if weights and weights.startswith(WEIGHTS_PATH + "/") else ""
+    return f"podman run --rm {gpu}--ipc host {node_env}{mount}{shlex.quote(image)} " + shlex.join(cmd)
 
 
 def trainer_command(case: Case, run: str, name: str, metrics_port: int = METRICS_PORT) -> list[str]:

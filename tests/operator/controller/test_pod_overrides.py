@@ -260,6 +260,7 @@ def test_repro_command_is_the_pods_command_in_the_pinned_image():
     line = K.repro_command(case, "r", f"registry.example/trainer@{DIGEST}", "/weights/x")
     argv = shlex.split(line)
     assert argv[:5] == ["podman", "run", "--rm", "--device", "nvidia.com/gpu=all"]
+    assert "$WEIGHTS_DIR:/weights:ro" in argv  # the claim's files are mounted where the command reads them
     i = argv.index(f"registry.example/trainer@{DIGEST}")
     assert argv[i + 1 :] == K.trainer_command(case, "r", "", None) + ["--weights", "/weights/x"]
     assert "--device" not in K.repro_command(case, "r", "img", resource_name=None)  # a CPU pool
