@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 from trainbench.operator import clock
+from trainbench.operator import kube as K
 from trainbench.operator import publish as P
 from trainbench.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, BenchmarkRunSpec, SpecError, parse_spec
 from trainbench.operator.controller.client import Api, ClientError, api_message, choose
-from trainbench.operator.local import LocalOptions, run_local
+from trainbench.operator.local import ACKS_FILE, LocalOptions, load_acks, run_local
 from trainbench.operator.manifest import ManifestError, check_metadata, read_manifest
 from trainbench.operator.plan import plan
 from trainbench.operator.report.finalize import finalize
@@ -397,12 +398,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         results = merge_results([load_any_results(s, args.namespace) for s in args.results])
         base = B.load_baseline(args.baseline, args.namespace) if args.baseline else None
         history = H.load(history_path) if history_path else None
+        acks = load_acks(Path(history_path).parent) if history_path else []
     except (R.ResultsError, B.BaselineError, ValueError, OSError) as e:
         return _error(str(e))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     # without --baseline the verdicts the results already carry stand (judge only against a given baseline)
-    done = finalize(results, baseline=base, judge=base is not None, history=history, plots_dir=args.out)
+    done = finalize(results, baseline=base, judge=base is not None, history=history, plots_dir=args.out, acks=acks)
     if args.out:
         (Path(args.out) / R.REPORT_KEY).write_text(done.report)
         R.write_results(results, Path(args.out) / R.CONFIGMAP_KEY)
@@ -523,6 +525,48 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Record an accepted baseline (`accept`: a slowdown becomes the baseline) or an acknowledged change point
+    (`ack`: reported, never alerted again) in a results folder's acks.json or the suite's `<suite>-acks`
+    ConfigMap (docs/verdicts.md)."""
+    entry = {"run": args.run, "case": args.case or "*", "note": args.note, "at": clock.iso(clock.now())}
+    if args.action == "accept":
+        entry["accept"] = True
+    else:
+        entry["metric"] = args.metric or "*"
+    if args.out:
+        out = Path(args.out)
+        if not out.is_dir():
+            raise CliError(f"{out}: no such results folder (the --out of trainbench run --local)")
+        acks = load_acks(out)
+        acks.append(entry)
+        (out / ACKS_FILE).write_text(json.dumps(acks, indent=1) + "\n")
+        where = out / ACKS_FILE
+    else:
+        if not args.suite:
+            raise CliError("baseline: give --out DIR (a local results folder) or --suite SUITE (on the cluster)")
+        api = Api()
+        ns = args.namespace or api.namespace
+        name = K.acks_configmap_name(args.suite)
+        try:
+            cm = api.read_configmap(ns, name)
+            acks = json.loads(((cm or {}).get("data") or {}).get("acks.json") or "[]")
+            if not isinstance(acks, list):
+                raise CliError(f"configmap/{name} in {ns}: acks.json is not a JSON list; fix or delete it")
+            acks.append(entry)
+            labels = {K.L_SUITE: K.label_value(args.suite), K.L_COMPONENT: "acks"}
+            meta = {"name": name, "namespace": ns, "labels": labels}
+            api.apply_configmap(
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"acks.json": json.dumps(acks)}}
+            )
+        except ClientError as e:
+            raise CliError(f"configmap/{name} in {ns}: {api_message(e)}", 1) from e
+        where = f"configmap/{name} in namespace {ns}"
+    what = "accepted as the baseline" if args.action == "accept" else f"change point of {entry['metric']} acknowledged"
+    print(f"trainbench: run {args.run}, case {entry['case']}: {what} ({where})")
+    return 0
+
+
 # --- entry point --------------------------------------------------------------------------------------------
 
 
@@ -616,6 +660,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     pub.add_argument("--json", action="store_true", help="print what was published as JSON")
     _cluster_flags(pub)
     pub.set_defaults(func=cmd_publish)
+
+    bl = add("baseline", "accept a run as the baseline (a slowdown is meant) or acknowledge a change point")
+    bl.add_argument("action", choices=("accept", "ack"), help="accept: the run becomes the baseline; ack: known")
+    bl.add_argument("run", help="the run's name (results.json's run)")
+    bl.add_argument("--case", help="one case id (default: every case of the run)")
+    bl.add_argument("--metric", help="ack: the metric of the change point (tps, mfu, step_time, ...; default all)")
+    bl.add_argument("--note", help="why (kept with the entry)")
+    bl.add_argument("--out", help="a local results folder (its acks.json)")
+    bl.add_argument("--suite", help="on the cluster: the suite (its <suite>-acks ConfigMap)")
+    _cluster_flags(bl)
+    bl.set_defaults(func=cmd_baseline)
     return p, subs
 
 

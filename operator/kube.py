@@ -234,6 +234,12 @@ def report_configmap_name(run: str) -> str:
     return _suffixed(run, "-report")
 
 
+def acks_configmap_name(suite: str) -> str:
+    """The suite's acknowledged change points and accepted baselines (`trainbench baseline ...`): not owned by a
+    run, it outlives them all."""
+    return _suffixed(suite, "-acks")
+
+
 def owner_reference(run: dict) -> dict:
     meta = run["metadata"]
     return {

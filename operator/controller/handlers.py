@@ -67,6 +67,18 @@ def default_suite(run_name: str) -> str:
     return base or run_name
 
 
+def list_workloads(api: Api, ns: str) -> list[dict]:
+    """Kueue's Workloads in `ns` (which flavor admitted each Job); none when Kueue is absent or forbidden."""
+    try:
+        r = api.custom.list_namespaced_custom_object(
+            KUEUE_GROUP, KUEUE_VERSION, ns, "workloads", _preload_content=False
+        )
+        return json.loads(r.data or b"{}").get("items") or []
+    except Exception as e:  # noqa: BLE001 - 404 (no Kueue), 403: the report just names no flavor
+        log.debug("cannot list Kueue workloads: %s", getattr(e, "reason", e))
+        return []
+
+
 def list_nodes(api: Api) -> list[dict] | None:
     """The cluster's nodes; None when the operator may not list them (its RBAC lacks nodes get/list: the
     Unschedulable grace period decides then) or the API fails."""
@@ -145,15 +157,11 @@ def queue_problem(api: Api, ns: str, queue: str, ttl: float) -> str | None:
     return None
 
 
-def acks_configmap_name(suite: str) -> str:
-    return f"{K.label_value(suite)}-acks"[:253]
-
-
 def suite_acks(api: Api, ns: str, suite: str) -> list[dict]:
     """Acknowledged change points and accepted baselines of a suite: the JSON list under `acks.json` of the
     ConfigMap `<suite>-acks` (`trainbench baseline accept/ack --namespace`), [] when there is none."""
     try:
-        cm = api.read_configmap(ns, acks_configmap_name(suite))
+        cm = api.read_configmap(ns, K.acks_configmap_name(suite))
         doc = json.loads(((cm or {}).get("data") or {}).get("acks.json") or "[]")
         return [a for a in doc if isinstance(a, dict)] if isinstance(doc, list) else []
     except Exception as e:  # noqa: BLE001 - unreadable acks: nothing acknowledged, said in the log
@@ -505,6 +513,8 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
                 out.events.append(("Warning", "RegressionSuspected", f"case {cid}: re-run {spec.confirm}x to confirm"))
     doc = observed.results
     if out.write_results or out.write_partial:
+        if spec.queue_name:
+            observed.flavors = reconcile.kueue_flavors(list_workloads(api, ns))
         outs = reconcile.outcomes(units, new, observed, run=name, spec=spec)
         doc = R.build_results(
             run=name,

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("trainbench.operator.commands", "render the report of results (folder, file, configmap/, br/NAME)"),
     "compare": ("trainbench.operator.commands", "diff two runs' results (A = before, B = after)"),
     "publish": ("trainbench.operator.commands", "commit a run's report.md and results.json to a git branch (--pr)"),
+    "baseline": ("trainbench.operator.commands", "accept a run as the baseline, or acknowledge a change point"),
     "bench": ("trainbench.trainer.bench", "trainer bench mode: train/measure one case in this process"),
     "submit": ("trainbench.operator.submit", "create a dated BenchmarkRun from a suite (the CronJob's command)"),
     "operator": ("trainbench.operator.controller.runner", "run the kopf operator"),
