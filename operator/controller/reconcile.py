@@ -44,6 +44,7 @@ class Observed:
     jobsets: dict[str, dict] = field(default_factory=dict)  # the run's JobSets by name (multiNode.engine JobSet)
     jobset_api: bool | None = None  # the cluster serves jobset.x-k8s.io/v1alpha2 jobsets (None: not known)
     nodes: list[dict] | None = None  # the cluster's nodes (None: not known, e.g. the operator may not list them)
+    flavors: dict[str, str] = field(default_factory=dict)  # Job name -> Kueue ResourceFlavor(s) it was admitted on
     # hostile input (issue 19): why spec.queueName's Kueue LocalQueue cannot admit the run's Jobs (None: it exists,
     # or that is not known); said as condition QueueAvailable=False instead of waiting silently
     queue_missing: str | None = None
@@ -554,6 +555,21 @@ def image_digest(pod: dict) -> tuple[str | None, str | None]:
     return digest, f"{repo}@{digest}" if repo else digest
 
 
+def kueue_flavors(workloads: list[dict]) -> dict[str, str]:
+    """Job name -> the ResourceFlavor(s) Kueue admitted its Workload on (status.admission.podSetAssignments[]
+    .flavors, resource -> flavor), from the Workloads of the namespace (owned by the Job, or a JobSet's)."""
+    out: dict[str, str] = {}
+    for wl in workloads:
+        assignments = ((wl.get("status") or {}).get("admission") or {}).get("podSetAssignments") or []
+        names = sorted({f for a in assignments for f in (a.get("flavors") or {}).values() if f})
+        for owner in (wl.get("metadata") or {}).get("ownerReferences") or []:
+            if names and owner.get("kind") in ("Job", "JobSet"):
+                out[owner["name"]] = ", ".join(names)
+                if owner.get("kind") == "JobSet":  # the case's entry names the JobSet's child Job
+                    out[K.jobset_job_name(owner["name"])] = ", ".join(names)
+    return out
+
+
 def run_environment(namespace: str, outs: dict[str, dict]) -> dict:
     """The run-level facts of a cluster run from its cases' outcomes: the commit and build date of the trainer
     image (its TRAINBENCH_IMAGE_* environment) and the image pinned by digest, when every case that reports one
@@ -600,6 +616,8 @@ def outcomes(
         extra = {k: v for k, v in selector.items() if pool is None or pool.node_selector.get(k) != v}
         if extra and spec is not None and spec.queue_name:  # what Kueue's admitted flavor added to the pod
             provenance["kueue_flavor_node_labels"] = extra
+        if observed.flavors.get(name):
+            provenance["kueue_flavor"] = observed.flavors[name]
         resource = pool.resource_name if pool is not None else "nvidia.com/gpu"
         repro = K.repro_command(case, run, pinned or image or case.image, weights, resource)
         out[case.id] = {

@@ -396,8 +396,9 @@ PROVENANCE_COLUMNS = (
     ("flash-attn", lambda c, e: e.get("flash_attn")),
     ("SM clock max", lambda c, e: f"{e['sm_clock_max_mhz']:.0f} MHz" if e.get("sm_clock_max_mhz") else None),
     ("Power limit", lambda c, e: f"{e['power_limit_w']:.0f} W" if e.get("power_limit_w") else None),
+    ("Kueue flavor", lambda c, e: e.get("kueue_flavor")),
     (
-        "Kueue flavor",
+        "Flavor labels",
         lambda c, e: ", ".join(f"{k}={v}" for k, v in sorted((e.get("kueue_flavor_node_labels") or {}).items())),
     ),
 )

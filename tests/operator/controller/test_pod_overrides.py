@@ -308,3 +308,29 @@ def test_the_trainer_records_the_image_and_keeps_it_in_a_full_termination_messag
     big = {"schema": "x", "config": {"model": "m", "blob": "y" * 5000}, "environment": {**env, "pad": "z" * 3000}}
     kept = json.loads(for_termination_log(big))
     assert kept["environment"]["image_revision"] == "0123abc" and "pad" not in kept["environment"]
+
+
+def test_kueue_admitted_flavor_is_recorded():
+    s = spec(pools=[{"name": "a", "nodeSelector": {"pool": "a"}}], queueName="team-a")
+    cases = plan(s)
+    job = K.job_name("r", cases[0].id)
+    workloads = [
+        {
+            "metadata": {"ownerReferences": [{"kind": "Job", "name": job}]},
+            "status": {"admission": {"podSetAssignments": [{"flavors": {"nvidia.com/gpu": "h100-spot"}}]}},
+        },
+        {"metadata": {"ownerReferences": [{"kind": "Job", "name": "other"}]}, "status": {}},  # not admitted
+    ]
+    flavors = reconcile.kueue_flavors(workloads)
+    assert flavors == {job: "h100-spot"}
+    p = {
+        "spec": {
+            "nodeSelector": {"pool": "a", "cloud.example/spot": "true"},
+            "containers": [{"name": "trainer", "image": "t:1"}],
+        },
+        "status": {"containerStatuses": [{"name": "trainer", "imageID": f"t@{DIGEST}"}]},
+    }
+    observed = reconcile.Observed(pods={job: [p]}, flavors=flavors)
+    status = {"cases": [{"id": cases[0].id, "job": job, "phase": "Succeeded"}]}
+    env = reconcile.outcomes(cases, status, observed, run="r", spec=s)[cases[0].id]["provenance"]
+    assert env["kueue_flavor"] == "h100-spot" and env["kueue_flavor_node_labels"] == {"cloud.example/spot": "true"}
