@@ -4,7 +4,7 @@ Job created twice), lost results (a case whose trainer reported valid numbers th
 and not reported as JobDeleted either) and stuck runs (not finished with their results in time).
 
 What one campaign does, all from one seed (TRAINBENCH_FAULT_SEED / --fault-seed, default 19):
-- N BenchmarkRuns (TRAINBENCH_FAULT_RUNS / --fault-runs; CI: 4, the full campaign: 12), in batches that run
+- N BenchmarkRuns (TRAINBENCH_FAULT_RUNS / --fault-runs; CI: 4, the full campaign: 10 with --timeout 1700), in batches that run
   side by side; each has 12 cases on three pools: 4 that run (stand-in trainers, kubesim's fake_trainer, with
   valid or malformed termination messages: NaN, Infinity, negative, 1e308, booleans, empty objects, strings
   and lists where numbers and objects belong, truncated JSON, a non-zero exit), 4 Unschedulable and 4
@@ -54,6 +54,7 @@ spec:
     seqLens: [128, 256]
   steps: 2
   warmupSteps: 1
+  baseline: {{source: none}}  # no verdicts: the stand-in numbers are random (no confirmation reruns)
 """
 
 BATCH = 4  # runs side by side
