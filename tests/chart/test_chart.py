@@ -218,6 +218,38 @@ def test_webhook_secret(render):
     assert env["TRAINBENCH_WEBHOOK_URL"]["valueFrom"]["secretKeyRef"] == {"name": "my-webhook", "key": "slack-url"}
 
 
+def test_publish_credentials_and_report_link(render):
+    """Publishing (spec.publish): the operator's git token from a Secret, and get on exactly the Secrets runs
+    may name in spec.publish.secretRef (no blanket access to Secrets); nothing of it by default."""
+    values = {
+        "publish": {
+            "existingSecret": "git-bot",
+            "secretNames": ["git-bot", "team-token"],
+            "reportUrlTemplate": "https://git.example/bench/blob/{branch}/{file}",
+        }
+    }
+    docs = render(values)
+    env = {e["name"]: e for e in docs.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRAINBENCH_GIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "git-bot", "key": "token"}
+    assert env["TRAINBENCH_GIT_USERNAME"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert env["TRAINBENCH_REPORT_URL_TEMPLATE"]["value"].startswith("https://git.example/")
+    rules = [r for d in docs.kinds("Role") + docs.kinds("ClusterRole") for r in d.get("rules") or []]
+    secret_rules = [r for r in rules if "secrets" in r["resources"]]
+    assert secret_rules and all(r["resourceNames"] == ["git-bot", "team-token"] for r in secret_rules)
+    assert all(r["verbs"] == ["get"] for r in secret_rules)
+    plain = render({})
+    env = {e["name"] for e in plain.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not {"TRAINBENCH_GIT_TOKEN", "TRAINBENCH_REPORT_URL_TEMPLATE"} & env
+    assert not [
+        r
+        for d in plain.kinds("Role") + plain.kinds("ClusterRole")
+        for r in d.get("rules") or []
+        if "secrets" in r["resources"]
+    ]
+    with pytest.raises(Exception, match="reportUrlTemplate|pattern"):
+        render({"publish": {"reportUrlTemplate": "ftp://x"}})
+
+
 def _suite_runs(docs) -> dict[str, dict]:
     return {
         d["metadata"]["labels"]["trainbench.dev/suite"]: yaml.safe_load(d["data"]["suite.yaml"])

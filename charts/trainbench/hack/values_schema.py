@@ -392,6 +392,21 @@ schema = {
                 "folder": {"type": "string"},
             },
         },
+        "publish": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "existingSecret": {"type": "string", "description": "Secret with the operator's git token"},
+                "tokenKey": {"type": "string", "minLength": 1},
+                "usernameKey": {"type": "string", "minLength": 1},
+                "secretNames": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
+                    "description": "Secrets runs may name in spec.publish.secretRef (the operator may get these only)",
+                },
+                "reportUrlTemplate": {"type": "string", "pattern": "^(https?://.+)?$"},
+            },
+        },
         "webhook": {
             "type": "object",
             "additionalProperties": False,

@@ -274,6 +274,13 @@ unless a PodMonitor scrapes them */}}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- with .Values.publish.secretNames }}
+# spec.publish.secretRef: only the named git credential Secrets (publish.secretNames), never all Secrets
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: {{ toJson . }}
+  verbs: [get]
+{{- end }}
 {{- end -}}
 
 {{/*
