@@ -18,7 +18,7 @@ IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "E
 UNSCHEDULABLE_GRACE_S = 120.0  # a pod may wait this long for a node (autoscalers) before it is Unschedulable
 IMAGE_PULL_GRACE_S = 300.0  # ImagePullBackOff retries; registries hiccup
 WAITING_FOR_CAPACITY = "WaitingForCapacity"  # a Pending case's reason: it fits a node, every such node is busy
-DEADLINE_MESSAGE = "the Job ran past activeDeadlineSeconds (the case's timeoutSeconds)"
+DEADLINE_MESSAGE = "the Job ran past its deadline (activeDeadlineSeconds: the case's timeoutSeconds)"
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,11 @@ def test_reconcile_jobset_lifecycle():
     obs.jobs[child] = {**_job(), "metadata": {"name": child}}
     obs.pods[child] = [stuck]
     out = reconcile.reconcile(run, spec, cases, obs, now=NOW, namespace="bench")
+    entry = {c["id"]: c for c in out.status["cases"]}[multi.id]
+    assert (entry["phase"], entry["reason"]) == ("Failed", "Unschedulable")
+    assert out.delete_jobsets == []  # only once the status that says the case ended is written
+    run["status"] = out.status
+    out = reconcile.reconcile(run, spec, cases, obs, now=NOW, namespace="bench")
     assert out.delete_jobsets == [js_name] and out.delete_jobs == []
 
 
