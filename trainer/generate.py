@@ -23,17 +23,32 @@ Per batch size (`--gen-batch-sizes`, default 1,8,32,128; a warm-up generation, t
   For a mixture of experts N_active counts the routed experts of one token: at large batches more experts are
   read, so the figure is a lower bound there.
 
+Decode path (env TRAINBENCH_DECODE): `auto` (default) runs the rows above through the static-KV-cache decoder
+with CUDA graphs (`kernels/static_decode.py`, gpt-fast style: compiled layers, one graph launch per step) on
+CUDA for the dense models it covers, and the transformers loop below otherwise; `static` forces the static
+decoder (on the CPU without compile and graphs), `graph` the static decoder with graphs but no compile, `eager`
+the transformers loop. When the static decoder runs, each batch size also runs the transformers loop once
+(`eager_decode_tps`, the comparison).
+
 Then greedy decoding of `--new-tokens` tokens at `--no-cache-batch` rows runs twice, with the cache and without it
 (every step re-runs the forward over the whole sequence): the speed-up and whether both gave the same tokens.
+Identical tokens are not expected in bf16: the two paths round differently (other GEMM shapes), and greedy
+decoding flips at a near-tie and then follows another continuation. So the comparison is also made on the same
+tokens (teacher-forced): the no-cache forward over prompt + the cached run's tokens gives the logits of every
+step, compared with the cached run's logits (`logits_rel_err`, `top1_agreement`: how often the no-cache argmax
+is the token the cached run took), and `first_divergence` with the no-cache top-1/top-2 gap there (a gap within
+the logit error is a rounding tie, not a cache bug). The static decoder is checked the same way against the
+transformers cached run (`static_vs_cache`).
 The headline `metrics` (compared against baselines like the training ones) are those of the largest batch size
 that ran: tps = decode tokens/s, mfu = prefill MFU, step_time = decode step time.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -51,6 +66,7 @@ from trainbench.trainer.specs import ModelSpec
 
 FIRST_TOKEN_ID = 3
 EOS_CHECK_EVERY = 8  # decode steps between checks whether every row has finished (each check syncs the host)
+DECODE_PATHS = ("auto", "static", "graph", "eager")
 
 
 @dataclass
@@ -61,6 +77,7 @@ class GenOut:
     ttft_s: float
     decode_s: float
     decode_steps: int  # forwards after the prefill
+    logits: list = field(default_factory=list)  # [B, V] float32 per generated token (keep_logits=True only)
 
     @property
     def counted(self) -> int:
@@ -92,6 +109,7 @@ def decode(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     sync=lambda: None,
+    keep_logits: bool = False,
 ) -> GenOut:
     """Generate up to `new_tokens` tokens for each row of `prompt` [B, P] (see the module doc)."""
     from transformers import DynamicCache
@@ -106,6 +124,7 @@ def decode(
     out = model(input_ids=prompt, past_key_values=cache, use_cache=use_cache, logits_to_keep=1)
     sync()
     t_prefill = time.perf_counter()
+    kept = [out.logits[:, -1].float()] if keep_logits else []
     nxt = sample(out.logits[:, -1], temperature, generator)
     finished = torch.isin(nxt, eos_t)
     lengths = torch.ones(B, dtype=torch.long, device=device)
@@ -123,6 +142,8 @@ def decode(
             seq = torch.cat([seq, nxt[:, None]], dim=1)
             out = model(input_ids=seq, use_cache=False, logits_to_keep=1)
         steps += 1
+        if keep_logits:
+            kept.append(out.logits[:, -1].float())
         new = sample(out.logits[:, -1], temperature, generator)
         new = torch.where(finished, torch.full_like(new, fill), new)
         lengths += (~finished).long()
@@ -138,7 +159,109 @@ def decode(
         ttft_s=t_first - t0,
         decode_s=t_end - t_first,
         decode_steps=steps,
+        logits=kept,
     )
+
+
+def decode_static(
+    dec,
+    prompt: torch.Tensor,
+    new_tokens: int,
+    *,
+    eos: list[int],
+    temperature: float = 1.0,
+    sync=lambda: None,
+    keep_logits: bool = False,
+    force: torch.Tensor | None = None,
+) -> GenOut:
+    """`decode` through a `kernels.static_decode.StaticDecoder` built for this batch size (same rows, EOS
+    handling and timing points). Sampling draws from the default generator (the one CUDA graphs support).
+    `force` [B, n]: feed these tokens instead of the sampled ones (teacher forcing, for logit comparisons)."""
+    B, P = prompt.shape
+    sync()
+    t0 = time.perf_counter()
+    logits = dec.prefill(prompt)
+    sync()
+    t_prefill = time.perf_counter()
+    kept = [logits] if keep_logits else []
+    nxt = logits.argmax(dim=-1) if temperature == 0 else _race(logits, temperature)
+    if force is not None:
+        nxt = force[:, 0]
+    dec.start(nxt, P, eos, temperature)
+    toks = [nxt]
+    sync()
+    t_first = time.perf_counter()
+    steps = 0
+    for i in range(1, new_tokens):
+        if i % EOS_CHECK_EVERY == 1 and bool(dec.finished.all()):  # a host sync: not at every step
+            break
+        out = dec.step()
+        steps += 1
+        if keep_logits:
+            kept.append(out.clone())
+        if force is not None:
+            dec.tok.copy_(force[:, i])
+        toks.append(dec.tok.clone())
+    sync()
+    t_end = time.perf_counter()
+    return GenOut(
+        tokens=torch.stack(toks, dim=1),
+        lengths=dec.lengths.clone(),
+        prefill_s=t_prefill - t0,
+        ttft_s=t_first - t0,
+        decode_s=t_end - t_first,
+        decode_steps=steps,
+        logits=kept,
+    )
+
+
+def _race(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return (probs / torch.empty_like(probs).exponential_(1)).argmax(dim=-1)
+
+
+def decode_path(model, device) -> str:
+    """The decode path of this run: TRAINBENCH_DECODE, with `auto` resolved (see the module doc)."""
+    from trainbench.trainer.kernels.static_decode import supports
+
+    path = os.environ.get("TRAINBENCH_DECODE", "auto")
+    if path not in DECODE_PATHS:
+        raise BadConfig(f"TRAINBENCH_DECODE={path!r}: choose from {', '.join(DECODE_PATHS)}")
+    why = supports(model)
+    if path == "auto":
+        return "static" if device.type == "cuda" and why is None else "eager"
+    if path != "eager" and why is not None:
+        raise BadConfig(f"TRAINBENCH_DECODE={path}: the static decoder does not run {why}")
+    return path
+
+
+def make_static(model, batch: int, max_len: int, path: str, device):
+    from trainbench.trainer.kernels.static_decode import StaticDecoder
+
+    cuda = device.type == "cuda"
+    return StaticDecoder(model, batch, max_len, compile=cuda and path == "static", graphs=cuda)
+
+
+def logit_agreement(ref_logits: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor) -> dict:
+    """ref/logits [B, n, V] over the same tokens [B, n] (teacher-forced): relative error, max |diff|, how often
+    ref's argmax is the token taken, and the smallest top-1/top-2 gap of ref where it is not."""
+    ref, out = ref_logits.double(), logits.double()
+    agree = ref.argmax(-1) == tokens
+    top2 = ref.topk(2, dim=-1).values
+    gaps = (top2[..., 0] - top2[..., 1])[~agree]
+    return {
+        "logits_rel_err": float((out - ref).norm() / ref.norm()),
+        "logits_max_abs_diff": float((out - ref).abs().max()),
+        "top1_agreement": float(agree.float().mean()),
+        "max_gap_where_top1_differs": float(gaps.max()) if gaps.numel() else None,
+    }
+
+
+def nocache_logits(model, prompt: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits [B, n, V] (float32) of every generated position from one no-cache forward over prompt + tokens."""
+    n = tokens.shape[1]
+    seq = torch.cat([prompt, tokens[:, :-1]], dim=1)
+    return model(input_ids=seq, use_cache=False, logits_to_keep=n).logits.float()
 
 
 def kv_bytes_per_token(spec: ModelSpec, elem: int) -> int:
@@ -244,30 +367,44 @@ def run_generate(ctx: RunContext) -> dict:
         exporter.steps_total.set(total)
     rows, power, energy_total, tokens_total = [], [], 0.0, 0
     done = 0
+    path = decode_path(model, device)
     with torch.inference_mode(), choice.context():
         for B in sizes:
             prompt = prompt_row.expand(B, P).contiguous().to(device)
-            row = {"batch_size": B, "error": None}
+            row = {"batch_size": B, "error": None, "decode_path": path}
+            dec = None
             try:
                 if is_cuda:
                     torch.cuda.reset_peak_memory_stats(device)
+
+                def run(n, B=B, prompt=prompt):
+                    nonlocal dec
+                    if path == "eager":
+                        return decode(model, prompt, n, eos=eos, temperature=cfg.temperature, generator=gen, sync=sync)
+                    if dec is None:
+                        dec = make_static(model, B, P + N, path, device)
+                    return decode_static(dec, prompt, n, eos=eos, temperature=cfg.temperature, sync=sync)
+
                 for _ in range(min(cfg.warmup_steps, 1)):
                     if exporter is not None:
                         exporter.set_state("warmup")
-                    decode(model, prompt, min(N, 4), eos=eos, temperature=cfg.temperature, generator=gen, sync=sync)
+                    run(min(N, 4))  # the static path compiles and captures its graph here
                 if exporter is not None:
                     exporter.set_state("measuring")
                 outs, pw = [], []
                 e0 = meter.energy_j() if meter is not None else None
                 for _ in range(cfg.steps):
-                    outs.append(
-                        decode(model, prompt, N, eos=eos, temperature=cfg.temperature, generator=gen, sync=sync)
-                    )
+                    outs.append(run(N))
                     if meter is not None:
                         pw.append(meter.power_w())
                 if meter is not None:
                     energy_total += meter.energy_j() - e0
                     power += pw
+                if path != "eager":  # the transformers loop once, for comparison
+                    e = decode(model, prompt, N, eos=eos, temperature=cfg.temperature, generator=gen, sync=sync)
+                    if e.decode_steps and e.decode_s > 0:
+                        row["eager_decode_tps"] = (e.counted - B) / e.decode_s
+                        row["eager_ttft_s"] = e.ttft_s
             except Exception as exc:  # noqa: BLE001 - OOM at one batch size is a row, not the case
                 kind = classify_error(exc)
                 if kind is None or kind[0] != c.EXIT_OOM:
@@ -311,10 +448,15 @@ def run_generate(ctx: RunContext) -> dict:
                 exporter.mfu.set(row["prefill_mfu"]["mean"])
                 if is_cuda:
                     exporter.peak_memory.set(torch.cuda.max_memory_reserved(device))
+            if row.get("eager_decode_tps") and row["decode_tps"]:
+                row["decode_speedup_vs_eager"] = row["decode_tps"]["mean"] / row["eager_decode_tps"]
+            del dec
             print(
                 f"generate batch {B}: prefill {row['prefill_tps']['mean']:.4g} tok/s, TTFT "
                 f"{row['ttft_s']['mean'] * 1e3:.3g} ms, decode "
-                f"{(row['decode_tps'] or {'mean': float('nan')})['mean']:.4g} tok/s",
+                f"{(row['decode_tps'] or {'mean': float('nan')})['mean']:.4g} tok/s ({path}"
+                + (f"; eager {row['eager_decode_tps']:.4g} tok/s" if row.get("eager_decode_tps") else "")
+                + ")",
                 file=sys.stderr,
                 flush=True,
             )
@@ -322,10 +464,13 @@ def run_generate(ctx: RunContext) -> dict:
         if cfg.no_cache_batch:
             B = cfg.no_cache_batch
             prompt = prompt_row.expand(B, P).contiguous().to(device)
-            with_cache = decode(model, prompt, N, eos=[], temperature=0, use_cache=True, sync=sync)
+            with_cache = decode(model, prompt, N, eos=[], temperature=0, use_cache=True, sync=sync, keep_logits=True)
             without = decode(model, prompt, N, eos=[], temperature=0, use_cache=False, sync=sync)
             t_c = with_cache.ttft_s + with_cache.decode_s
             t_n = without.ttft_s + without.decode_s
+            differ = (with_cache.tokens != without.tokens).any(dim=0).nonzero()
+            cache_logits = torch.stack(with_cache.logits, dim=1)
+            ref = nocache_logits(model, prompt, with_cache.tokens)
             no_cache = {
                 "batch_size": B,
                 "new_tokens": N,
@@ -334,13 +479,33 @@ def run_generate(ctx: RunContext) -> dict:
                 "speedup": t_n / t_c,
                 "tokens_match": bool(torch.equal(with_cache.tokens, without.tokens)),
                 "tokens_match_fraction": float((with_cache.tokens == without.tokens).float().mean()),
+                "first_divergence": int(differ[0]) if differ.numel() else None,
+                "teacher_forced": logit_agreement(ref, cache_logits, with_cache.tokens),
             }
+            if path != "eager":
+                dec = make_static(model, B, P + N, path, device)
+                st = decode_static(
+                    dec, prompt, N, eos=[], temperature=0, sync=sync, keep_logits=True, force=with_cache.tokens
+                )
+                no_cache["static_vs_cache"] = logit_agreement(
+                    cache_logits, torch.stack(st.logits, dim=1), with_cache.tokens
+                )
+                del dec
             if exporter is not None:
                 exporter.step.set(total)
                 gauges.speedup.labels(**exporter.labels).set(no_cache["speedup"])
+            tf = no_cache["teacher_forced"]
             print(
                 f"generate no-cache batch {B}: {no_cache['no_cache_tps']:.4g} tok/s vs {no_cache['cache_tps']:.4g} "
-                f"with the cache ({no_cache['speedup']:.3g}x), tokens match: {no_cache['tokens_match']}",
+                f"with the cache ({no_cache['speedup']:.3g}x), tokens match: {no_cache['tokens_match']} (first "
+                f"divergence {no_cache['first_divergence']}); same tokens: logits rel. err {tf['logits_rel_err']:.2g}, "
+                f"top-1 agreement {tf['top1_agreement']:.4g}"
+                + (
+                    f"; static vs cache: rel. err {no_cache['static_vs_cache']['logits_rel_err']:.2g}, top-1 "
+                    f"{no_cache['static_vs_cache']['top1_agreement']:.4g}"
+                    if "static_vs_cache" in no_cache
+                    else ""
+                ),
                 file=sys.stderr,
                 flush=True,
             )
@@ -375,6 +540,7 @@ def run_generate(ctx: RunContext) -> dict:
             "temperature": cfg.temperature,
             "eos_token_ids": eos,
             "headline_batch_size": head["batch_size"],
+            "decode_path": path,
             "batches": rows,
             "no_cache": no_cache,
         },
@@ -409,4 +575,10 @@ def table(result: dict) -> str:
             f"KV cache speed-up at batch {nc['batch_size']}: {nc['speedup']:.3g}x "
             f"({nc['cache_tps']:.4g} vs {nc['no_cache_tps']:.4g} tok/s), greedy tokens match: {nc['tokens_match']}"
         )
+        tf = nc.get("teacher_forced")
+        if tf:
+            lines.append(
+                f"  on the same tokens: logits rel. err {tf['logits_rel_err']:.2g}, top-1 agreement "
+                f"{tf['top1_agreement']:.4g}"
+            )
     return "\n".join(lines)

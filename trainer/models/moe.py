@@ -7,15 +7,62 @@ contiguous slice) under the same names; loading a full state dict slices it.
 
 Routing as in transformers: router logits -> softmax (float32) -> top-k -> renormalised when `norm_topk_prob`
 -> cast to the logits' dtype; each expert is a SwiGLU MLP and its output is scaled by the routing weight.
+
+Expert compute (`MOE_IMPL`, env TRAINBENCH_MOE, read at import; `set_moe_impl` for A/B runs):
+- `grouped` (what `auto` picks on Hopper+ GPUs with bf16 weights, and on the CPU with torch >= 2.9): the
+  (token, expert) pairs sorted by expert run as two `torch._grouped_mm` calls (gate/up, then down) over all
+  local experts, group boundaries given as device offsets: no host sync and two launches per layer instead of
+  two per expert.
+- `loop` (the fallback on older GPUs, other dtypes or dims not 16-byte aligned): one GEMM pair per expert over
+  `counts.tolist()` (one host sync per layer), the original implementation.
+Both share the routing, the dispatch (a gather by the sorted order) and the combine (a gather back to token
+order, weighted sum over the k slots): counts come from a scatter-add (`torch.bincount` syncs on CUDA), and the
+gathers have permutation backwards (no atomics), so results are deterministic.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from trainbench.trainer.parallel.ep import EXPERT_ATTR, EPGroup, dispatch
+
+MOE_IMPLS = ("auto", "grouped", "loop")
+MOE_IMPL = os.environ.get("TRAINBENCH_MOE", "auto")
+
+
+def set_moe_impl(impl: str) -> None:
+    """Select the expert compute for later forwards: auto | grouped | loop (see the module doc)."""
+    global MOE_IMPL
+    if impl not in MOE_IMPLS:
+        raise ValueError(f"unknown MoE implementation {impl!r} (choose from {', '.join(MOE_IMPLS)})")
+    MOE_IMPL = impl
+
+
+def grouped_mm_usable(x: torch.Tensor, *weights: torch.Tensor) -> bool:
+    """Whether `torch._grouped_mm` runs these operands: CUDA capability >= 9.0 with bf16, or the CPU kernel
+    (torch >= 2.9); every row 16-byte aligned (the kernels' TMA / stride requirement)."""
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    if x.device.type == "cuda":
+        if x.dtype != torch.bfloat16 or torch.cuda.get_device_capability(x.device) < (9, 0):
+            return False
+    elif x.device.type != "cpu":
+        return False
+    align = 16 // x.element_size()
+    return all(w.dtype == x.dtype and w.shape[-1] % align == 0 and w.shape[-2] % align == 0 for w in weights)
+
+
+def use_grouped(x: torch.Tensor, *weights: torch.Tensor) -> bool:
+    if MOE_IMPL == "loop":
+        return False
+    ok = grouped_mm_usable(x, *weights)
+    if MOE_IMPL == "grouped" and not ok:
+        raise RuntimeError(f"TRAINBENCH_MOE=grouped: torch._grouped_mm does not run {x.dtype} on {x.device}")
+    return ok
 
 
 def is_moe_layer(cfg: dict, idx: int) -> bool:
@@ -58,6 +105,20 @@ class Experts(nn.Module):
 
     def run_local(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """x [M, hidden] grouped by local expert, counts [n_local] -> SwiGLU outputs [M, hidden]."""
+        if use_grouped(x, self.gate_up_proj, self.down_proj):
+            return self.run_grouped(x, counts)
+        return self.run_loop(x, counts)
+
+    def run_grouped(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Two grouped GEMMs over all local experts; group ends are device offsets (no host sync)."""
+        offs = torch.cumsum(counts, 0, dtype=torch.int32)
+        # weights are [E, out, in]: the transposed view [E, in, out] is the K-major layout the kernel wants
+        gu = torch._grouped_mm(x, self.gate_up_proj.transpose(-2, -1), offs=offs)
+        g, u = gu.chunk(2, dim=-1)
+        return torch._grouped_mm(F.silu(g) * u, self.down_proj.transpose(-2, -1), offs=offs)
+
+    def run_loop(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """One GEMM pair per expert (the reference; `counts.tolist()` syncs the host once per call)."""
         outs = []
         for e, xe in enumerate(x.split(counts.tolist())):
             if xe.shape[0] == 0:
@@ -86,13 +147,49 @@ class SparseMoeBlock(nn.Module):
         if self.norm_topk_prob:
             top_w = top_w / top_w.sum(dim=-1, keepdim=True)
         top_w = top_w.to(logits.dtype)
-        flat_e = top_i.reshape(-1)
-        order = torch.argsort(flat_e, stable=True)
-        token = order // self.top_k
-        counts = torch.bincount(flat_e, minlength=self.experts.num_experts)
-        y = dispatch(h[token], counts, self.experts.n_local, self.experts.ep, self.experts.run_local)
-        y = y * top_w.reshape(-1)[order, None]
-        return h.new_zeros((n, h.shape[1])).index_add(0, token, y.to(h.dtype))
+        k = self.top_k
+        flat_e = top_i.reshape(-1)  # [n * k], token-major
+        order = torch.argsort(flat_e, stable=True)  # sorted slot -> unsorted slot
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(order.numel(), device=order.device)  # unsorted slot -> sorted slot
+        # counts per expert without a host sync (torch.bincount reads the maximum back on CUDA)
+        counts = torch.zeros(self.experts.num_experts, dtype=torch.long, device=h.device)
+        counts.scatter_add_(0, flat_e, torch.ones_like(flat_e))
+        x_sorted = _RoutedGather.apply(h, order, inv, k)
+        y = dispatch(x_sorted, counts, self.experts.n_local, self.experts.ep, self.experts.run_local)
+        y = _PermGather.apply(y.to(h.dtype), inv, order).view(n, k, -1)  # back to token-major slots
+        return (y * top_w.unsqueeze(-1)).sum(dim=1)
+
+
+class _RoutedGather(torch.autograd.Function):
+    """x[order // k]: the routed copies of the tokens in sorted order. Backward: back to token-major order by
+    the inverse permutation, then the k copies of each token summed (no atomics, deterministic)."""
+
+    @staticmethod
+    def forward(ctx, x, order, inv, k):
+        ctx.save_for_backward(inv)
+        ctx.k = k
+        return x.index_select(0, torch.div(order, k, rounding_mode="floor"))
+
+    @staticmethod
+    def backward(ctx, g):
+        (inv,) = ctx.saved_tensors
+        gx = g.index_select(0, inv).view(-1, ctx.k, g.shape[-1]).sum(dim=1)
+        return gx, None, None, None
+
+
+class _PermGather(torch.autograd.Function):
+    """x[perm] for a permutation; backward gathers by its inverse."""
+
+    @staticmethod
+    def forward(ctx, x, perm, inv):
+        ctx.save_for_backward(inv)
+        return x.index_select(0, perm)
+
+    @staticmethod
+    def backward(ctx, g):
+        (inv,) = ctx.saved_tensors
+        return g.index_select(0, inv), None, None
 
 
 def init_experts(model: nn.Module, std: float, seed: int | None) -> None:
