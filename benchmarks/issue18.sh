@@ -2,8 +2,10 @@
 # Issue 18 runs on one H200 (items 1 MoE, 2 generation), each part one 10-minute device call:
 #   sh benchmarks/issue18.sh a   # MoE block loop vs grouped; 12-layer Qwen3-30B-A3B rl-lora 16k (cold caches);
 #                                # decode variants (eager vs static); the generate case as the trainer runs it
-#   sh benchmarks/issue18.sh b   # full Qwen3-30B-A3B rl-lora 16k --compile (the issue's command); the 12-layer
-#                                # cut again (warm caches) and with one document per sequence (cuDNN, no flex)
+#   sh benchmarks/issue18.sh b   # full Qwen3-30B-A3B rl-lora 16k without and with --compile (the issue's
+#                                # command); the generate case again (GEMM attention in the static decoder)
+#   sh benchmarks/issue18.sh c   # full Qwen3-30B-A3B rl-lora 16k with one document per sequence (cuDNN), whose
+#                                # attention work is what the MFU formula counts
 # Logs and result JSON under $OUT; tables on stdout. Run from the repository root with PYTHONPATH=src.
 set -u
 part=${1:-a}
@@ -22,17 +24,23 @@ PY
 T="python3 -m trainbench.trainer --metrics-port -1 --steps 3 --warmup-steps 2"
 steps() { grep -E "^step|first|MFU|mfu|error|Error" "$1" | grep -v "^ " | tail -12 | cut -c1-220; }
 if [ "$part" = a ]; then
-  timeout 120 python3 benchmarks/moe_gen_bench.py moe 2>&1 | tee "$O/moe_block.log" | tail -8
-  timeout 200 $T --model /tmp/moe12.json --type rl-lora --seq-len 16384 --output "$O/moe12_cold.json" \
+  timeout 90 python3 benchmarks/moe_gen_bench.py moe 2>&1 | tee "$O/moe_block.log" | tail -8
+  timeout 150 $T --model /tmp/moe12.json --type rl-lora --seq-len 16384 --output "$O/moe12_cold.json" \
     >"$O/moe12_cold.log" 2>&1; echo "moe12 cold rc=$?"; steps "$O/moe12_cold.log"
-  timeout 150 python3 benchmarks/moe_gen_bench.py gen 2>&1 | tee "$O/gen_variants.log" | tail -12
+  timeout 120 python3 benchmarks/moe_gen_bench.py gen --reps 2 2>&1 | tee "$O/gen_variants.log" | tail -12
   timeout 100 python3 -m trainbench.trainer --metrics-port -1 --type generate --model qwen3-0.6b --seq-len 512 \
     --new-tokens 128 --output "$O/gen.json" >"$O/gen.log" 2>&1; echo "generate rc=$?"; tail -12 "$O/gen.log"
+elif [ "$part" = c ]; then
+  timeout 90 $T --model qwen3-30b-a3b --type rl-lora --seq-len 16384 --docs-per-seq 1 --output "$O/moe48_1doc.json" \
+    >"$O/moe48_1doc.log" 2>&1; echo "moe48 1doc rc=$?"; steps "$O/moe48_1doc.log"
+  timeout 100 $T --model qwen3-30b-a3b --type rl-lora --seq-len 16384 --docs-per-seq 1 --compile \
+    --output "$O/moe48_1doc_c.json" >"$O/moe48_1doc_c.log" 2>&1; echo "moe48 1doc compile rc=$?"
+  steps "$O/moe48_1doc_c.log"
 else
-  timeout 330 $T --model qwen3-30b-a3b --type rl-lora --seq-len 16384 --compile --output "$O/moe48.json" \
+  timeout 150 $T --model qwen3-30b-a3b --type rl-lora --seq-len 16384 --output "$O/moe48.json" \
     >"$O/moe48.log" 2>&1; echo "moe48 rc=$?"; steps "$O/moe48.log"
-  timeout 100 $T --model /tmp/moe12.json --type rl-lora --seq-len 16384 --output "$O/moe12_warm.json" \
-    >"$O/moe12_warm.log" 2>&1; echo "moe12 warm rc=$?"; steps "$O/moe12_warm.log"
-  timeout 100 $T --model /tmp/moe12.json --type rl-lora --seq-len 16384 --docs-per-seq 1 \
-    --output "$O/moe12_1doc.json" >"$O/moe12_1doc.log" 2>&1; echo "moe12 1doc rc=$?"; steps "$O/moe12_1doc.log"
+  timeout 90 python3 -m trainbench.trainer --metrics-port -1 --type generate --model qwen3-0.6b --seq-len 512 \
+    --new-tokens 128 --output "$O/gen_mm.json" >"$O/gen_mm.log" 2>&1; echo "generate rc=$?"; tail -9 "$O/gen_mm.log"
+  timeout 150 $T --model qwen3-30b-a3b --type rl-lora --seq-len 16384 --compile --output "$O/moe48c.json" \
+    >"$O/moe48c.log" 2>&1; echo "moe48 compile rc=$?"; steps "$O/moe48c.log"
 fi

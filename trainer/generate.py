@@ -400,7 +400,8 @@ def run_generate(ctx: RunContext) -> dict:
                 if meter is not None:
                     energy_total += meter.energy_j() - e0
                     power += pw
-                if path != "eager":  # the transformers loop once, for comparison
+                if path != "eager":  # the transformers loop once (after a short warm-up), for comparison
+                    decode(model, prompt, min(N, 4), eos=eos, temperature=cfg.temperature, generator=gen, sync=sync)
                     e = decode(model, prompt, N, eos=eos, temperature=cfg.temperature, generator=gen, sync=sync)
                     if e.decode_steps and e.decode_s > 0:
                         row["eager_decode_tps"] = (e.counted - B) / e.decode_s

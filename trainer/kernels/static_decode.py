@@ -94,7 +94,7 @@ class StaticDecoder:
     """See the module doc. One decoder per (model, batch size, max_len); `generate` runs prompts through it."""
 
     def __init__(
-        self, model, batch: int, max_len: int, *, compile: bool = False, graphs: bool = False, attn: str = "sdpa"
+        self, model, batch: int, max_len: int, *, compile: bool = False, graphs: bool = False, attn: str = "mm"
     ):
         why = supports(model)
         if why is not None:
