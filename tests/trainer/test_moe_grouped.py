@@ -121,6 +121,16 @@ def test_forward_is_deterministic():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_no_rows_for_the_local_experts():
+    """Under EP a rank can receive no token at all: both paths return an empty result."""
+    spec, ours, _ = blocks()
+    x = torch.zeros(0, spec.hidden, requires_grad=True)
+    counts = torch.zeros(ours.experts.n_local, dtype=torch.long)
+    for impl in ("grouped", "loop"):
+        set_moe_impl(impl)
+        assert ours.experts.run_local(x, counts).shape == (0, spec.hidden)
+
+
 def test_unknown_impl_is_refused():
     with pytest.raises(ValueError, match="unknown MoE implementation 'fast'"):
         set_moe_impl("fast")

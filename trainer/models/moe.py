@@ -111,6 +111,8 @@ class Experts(nn.Module):
 
     def run_grouped(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Two grouped GEMMs over all local experts; group ends are device offsets (no host sync)."""
+        if x.shape[0] == 0:  # no token for any local expert (EP); the kernel's backward refuses empty inputs
+            return x.new_zeros((0, self.down_proj.shape[1]))
         offs = torch.cumsum(counts, 0, dtype=torch.int32)
         # weights are [E, out, in]: the transposed view [E, in, out] is the K-major layout the kernel wants
         gu = torch._grouped_mm(x, self.gate_up_proj.transpose(-2, -1), offs=offs)
