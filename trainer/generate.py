@@ -178,6 +178,8 @@ def decode_static(
     handling and timing points). Sampling draws from the default generator (the one CUDA graphs support).
     `force` [B, n]: feed these tokens instead of the sampled ones (teacher forcing, for logit comparisons)."""
     B, P = prompt.shape
+    if P + new_tokens > dec.max_len:
+        raise ValueError(f"{P} + {new_tokens} tokens do not fit the static cache of {dec.max_len} positions")
     sync()
     t0 = time.perf_counter()
     logits = dec.prefill(prompt)

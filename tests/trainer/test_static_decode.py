@@ -67,6 +67,13 @@ def test_static_decode_eos_and_teacher_forcing():
     assert G.logit_agreement(nc, torch.stack(f.logits, 1), forced)["logits_rel_err"] < 1e-5
 
 
+def test_cache_overflow_is_refused():
+    model, spec = build("tiny-qwen3")
+    dec = StaticDecoder(model, 1, 40)  # rounded up to 64 positions
+    with torch.inference_mode(), pytest.raises(ValueError, match="do not fit the static cache of 64 positions"):
+        G.decode_static(dec, prompt(spec, 1, 60), 8, eos=[])
+
+
 def test_sampling_draws_per_row():
     model, spec = build("tiny-qwen3")
     torch.manual_seed(0)
