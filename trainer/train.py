@@ -154,12 +154,12 @@ def run_steps(ctx: RunContext, s: Setup) -> Steps:
         exporter.steps_total.set(total_steps)
     out = Steps()
     ctx.sync()
+    if world.is_main:  # from the first step: a window long enough to tell host load from noise
+        out.health_start = health.snapshot((device.index or 0) if ctx.is_cuda else None)
     for step in range(1, total_steps + 1):
         warm = step <= cfg.training.warmup_steps
         if exporter is not None:
             exporter.set_state("warmup" if warm else "measuring")
-        if not warm and out.health_start is None and world.is_main:
-            out.health_start = health.snapshot((device.index or 0) if ctx.is_cuda else None)
         if not warm and out.energy_start is None and meter is not None:
             ctx.sync()
             out.energy_start = meter.energy_j()

@@ -211,11 +211,15 @@ def test_nightly_cronjob_creates_a_run_that_the_operator_runs(render, tmp_path):
 
                 status = _wait(phase, 180, f"run {name} to end", on_fail=lambda: log_path.read_text()[-4000:])
                 assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-                assert (
+                done = (
                     f'trainbench_run_completion_timestamp_seconds{{phase="Succeeded",run="{name}",suite="e2e-nightly"}}'
-                    in text
                 )
+
+                def scraped():  # the gauges follow the status write in the same tick: wait for them, no race
+                    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+                    return done in text.decode() and text.decode()
+
+                text = _wait(scraped, 30, "the run's completion gauge")
                 assert "trainbench_result_mfu_percent{" in text
 
                 # `helm test`: the chart's test Pod, its command and environment as rendered

@@ -133,7 +133,10 @@ def test_report_sections_mark_the_headline_verdicts():
     from trainbench.operator.report.markdown import render_report
     from trainbench.operator.results.document import build_results
 
-    spec = {"pools": [{"name": "cpu", "hardware": "CPU"}], "matrix": {"models": ["tiny-qwen3"], "types": ["generate"]}}
+    spec = {
+        "pools": [{"name": "cpu", "hardware": "CPU"}],
+        "matrix": {"models": ["tiny-qwen3"], "types": ["generate"], "seqLens": [512]},
+    }
     (case,) = plan(spec)
     s = {"mean": 100.0, "std": 1.0, "min": 99.0, "max": 101.0, "n": 2}
     rows = [

@@ -69,7 +69,8 @@ def _case(results: dict) -> dict:
     return case
 
 
-def test_slower_build_is_confirmed_and_identical_code_is_not(tmp_path):
+def test_slower_build_is_confirmed_and_identical_code_is_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINBENCH_MAX_OTHER_CPU", "64")  # about confirmation, not the environment (below)
     out, marker = tmp_path / "out", tmp_path / "slow"
     for _ in range(2):  # the suite's history: two runs of the normal build
         first = _run(out)
@@ -103,7 +104,8 @@ def test_slower_build_is_confirmed_and_identical_code_is_not(tmp_path):
     assert {v["status"] for v in _case(back)["verdicts"].values() if v["metric"] == "tps"} == {"improvement"}
 
 
-def test_a_one_off_slow_process_is_cleared_by_its_re_runs(tmp_path):
+def test_a_one_off_slow_process_is_cleared_by_its_re_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINBENCH_MAX_OTHER_CPU", "64")  # about confirmation, not the environment
     out, marker = tmp_path / "out", tmp_path / "slow"
     _run(out)
     _run(out)
@@ -130,7 +132,8 @@ def test_repeats_are_kept_with_both_spreads(tmp_path):
 BUSY = "import time\nt = time.time()\nwhile time.time() - t < 120: pass\n"
 
 
-def test_a_case_run_beside_a_cpu_hog_is_tainted_with_the_reason(tmp_path):
+def test_a_case_run_beside_a_cpu_hog_is_tainted_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINBENCH_MAX_OTHER_CPU", raising=False)  # the default rule
     out = tmp_path / "out"
     _run(out)
     hogs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(2)]
