@@ -147,6 +147,12 @@ def _log_side(s: Samples) -> tuple[list[float], float | None, float]:
     return logs, sd, step
 
 
+def _step_cv(s: Samples) -> float:
+    """The largest relative step-to-step spread of a side's repeats (0 when unmeasured)."""
+    cvs = [sd / m for sd, m in zip(s.step_stds, s.means, strict=False) if m > 0]
+    return max(cvs, default=0.0)
+
+
 def compare(
     current: Samples,
     baseline: Samples,
@@ -185,7 +191,10 @@ def compare(
     else:  # a side's run-to-run variance is a prior (borrowed or the floor): treat it as known
         z = diff / math.sqrt(var_c / current.k + var_b / baseline.k)
         p = float(2 * _scipy_stats.norm.sf(abs(z)))
-    guard = 2.0 * max(borrowed, math.sqrt(max(step_c, step_b)))
+    # the guard band: twice the larger of the run-to-run spread and a single step's relative spread (a process's
+    # mean over a few noisy steps is no tighter across processes than one step: the CPU's tiny models swing by
+    # tens of percent, a GPU's steps by about one, where the 2.5% floor rules)
+    guard = 2.0 * max(borrowed, _step_cv(current), _step_cv(baseline))
     significant = p < alpha and abs(math.log(cur / base)) > guard
     noise_pct = 100.0 * (math.exp(guard) - 1.0)
     return Comparison(cur, base, change, p, significant, noise_pct, "welch" if welch else "z+prior")
