@@ -105,14 +105,15 @@ def test_slower_build_is_confirmed_and_identical_code_is_not(tmp_path, monkeypat
 
 
 def test_a_one_off_slow_process_is_cleared_by_its_re_runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRAINBENCH_MAX_OTHER_CPU", "64")  # about confirmation, not the environment
+    # the default environment rule: re-runs slowed by someone else's load are tainted, never a confirmation
+    monkeypatch.delenv("TRAINBENCH_MAX_OTHER_CPU", raising=False)
     out, marker = tmp_path / "out", tmp_path / "slow"
     _run(out)
     _run(out)
     blip = _run(out, marker, slow_processes=1)  # only the first process of this run is slow
     case = _case(blip)
     # never a regression: suspected and then cleared by its two normal re-runs, or (when the two baseline
-    # processes spread too widely for a single process to stand out) noise without re-runs
+    # processes spread too widely for a single process to stand out, or the machine was busy: tainted) no state
     assert case["verdict"]["state"] in ("cleared", None), case["verdict"]
     assert blip["summary"]["regressions"] == 0 and blip["summary"]["suspected"] == 0
     if case["verdict"]["state"] == "cleared":
