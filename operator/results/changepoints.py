@@ -6,7 +6,7 @@ names the first run after the change, with that run's commit and image, the chan
 
 Acknowledgements (`acks`): a list of {case, metric, run, note?} (from `acks.json` beside a local history, or the
 suite's acks ConfigMap on a cluster). An acknowledged change point is still reported, marked as such, and never
-alerted again. A run listed with `accept: true` also lets a slowdown become the new baseline (see baseline.py).
+flagged again. A run listed with `accept: true` also lets a slowdown become the new baseline (see baseline.py).
 """
 
 from __future__ import annotations

@@ -37,12 +37,9 @@ LABELS = METRIC_LABELS
 HIGHER_IS_BETTER = {"mfu": True, "tps": True, "step_time": False, "peak_memory": False, "tokens_per_joule": True}
 DEFAULT_THRESHOLD = 5.0  # percent
 SHOW_PCT = 1.0  # percent: smaller changes are not shown
-DEFAULT_CONFIRM = 2  # re-runs of a suspected regression
 
 FAMILIES = {"throughput": ("tps", "step_time", "mfu"), "memory": ("peak_memory",), "energy": ("tokens_per_joule",)}
-FAMILY_OF = {m: f for f, ms in FAMILIES.items() for m in ms}
 STATUSES = ("regression", "improvement", "changed", "noise", "same", "new", "missing", "tainted")
-STATES = ("suspected", "confirmed", "cleared")
 _RESULT_KEY = {"peak_memory": "peak_memory_gib"}  # verdict metric -> results-document metrics key
 
 
