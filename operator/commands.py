@@ -29,6 +29,7 @@ from trainbench.operator import clock
 from trainbench.operator import kube as K
 from trainbench.operator import publish as P
 from trainbench.operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, BenchmarkRunSpec, SpecError, parse_spec
+from trainbench.operator.controller import suite as S
 from trainbench.operator.controller.client import Api, ClientError, api_message, choose
 from trainbench.operator.local import ACKS_FILE, LocalOptions, load_acks, run_local
 from trainbench.operator.manifest import ManifestError, check_metadata, read_manifest
@@ -527,19 +528,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Record an accepted baseline (`accept`: a slowdown becomes the baseline) or an acknowledged change point
-    (`ack`: reported, never alerted again) in a results folder's acks.json or the suite's `<suite>-acks`
-    ConfigMap (docs/verdicts.md)."""
-    entry = {"run": args.run, "case": args.case or "*", "note": args.note, "at": clock.iso(clock.now())}
-    if args.action == "accept":
-        entry["accept"] = True
-    else:
-        entry["metric"] = args.metric or "*"
+    (`ack`: reported, no longer alerted) in a results folder's acks.json or the suite's `<suite>-acks`
+    ConfigMap (docs/verdicts.md). The entry and the ConfigMap write are controller/suite.py's, which the
+    operator also uses for the `trainbench.dev/accept-baseline` and `ack-change-points` annotations."""
+    entry = S.ack_entry(args.action, args.run, args.case, args.metric, args.note)
     if args.out:
         out = Path(args.out)
         if not out.is_dir():
             raise CliError(f"{out}: no such results folder (the --out of trainbench run --local)")
-        acks = load_acks(out)
-        acks.append(entry)
+        acks, added = S.add_entry(load_acks(out), entry)
         (out / ACKS_FILE).write_text(json.dumps(acks, indent=1) + "\n")
         where = out / ACKS_FILE
     else:
@@ -549,21 +546,15 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         ns = args.namespace or api.namespace
         name = K.acks_configmap_name(args.suite)
         try:
-            cm = api.read_configmap(ns, name)
-            acks = json.loads(((cm or {}).get("data") or {}).get("acks.json") or "[]")
-            if not isinstance(acks, list):
-                raise CliError(f"configmap/{name} in {ns}: acks.json is not a JSON list; fix or delete it")
-            acks.append(entry)
-            labels = {K.L_SUITE: K.label_value(args.suite), K.L_COMPONENT: "acks"}
-            meta = {"name": name, "namespace": ns, "labels": labels}
-            api.apply_configmap(
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"acks.json": json.dumps(acks)}}
-            )
-        except ClientError as e:
+            added = bool(S.record_ack(api, ns, args.suite, [entry])[0])
+        except S.AcksError as e:
+            raise CliError(str(e)) from None
+        except (ClientError, api.client.ApiException) as e:
             raise CliError(f"configmap/{name} in {ns}: {api_message(e)}", 1) from e
         where = f"configmap/{name} in namespace {ns}"
     what = "accepted as the baseline" if args.action == "accept" else f"change point of {entry['metric']} acknowledged"
-    print(f"trainbench: run {args.run}, case {entry['case']}: {what} ({where})")
+    again = "" if added else ", already recorded"
+    print(f"trainbench: run {args.run}, case {entry['case']}: {what} ({where}{again})")
     return 0
 
 

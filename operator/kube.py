@@ -240,6 +240,12 @@ def acks_configmap_name(suite: str) -> str:
     return _suffixed(suite, "-acks")
 
 
+def history_configmap_name(suite: str) -> str:
+    """The suite's history (results/history.py), appended at each run's finish: not owned by a run, so deleting
+    runs (a user, `trainbench submit`'s history limits) never deletes the history the baselines pool."""
+    return _suffixed(suite, "-history")
+
+
 def owner_reference(run: dict) -> dict:
     meta = run["metadata"]
     return {

@@ -4,7 +4,11 @@
 - `trainbench_case_progress_ratio{suite,run,case,pool}`: live progress of running cases;
 - for each finished run, each case's results as gauges with contract.RESULT_LABELS
   (`trainbench_result_mfu_percent`, `..._tokens_per_second`, ...), `trainbench_case_failed{...,reason}`,
-  `trainbench_result_regression{...,metric}` and `trainbench_run_completion_timestamp_seconds`.
+  `trainbench_result_regression{...,metric}` and `trainbench_run_completion_timestamp_seconds`;
+- `trainbench_change_points_unacknowledged{suite,case,metric,direction,run}`: per suite (its newest run with
+  results), case and metric, the change points of the suite's history (results/changepoints.py) that no ack
+  covers; `direction` worse or better, `run` the first run after the newest of them. Set at each finish; an ack
+  (`set_acks`: the operator re-reads the suite's acks) removes it.
 
 The state is a plain dict updated by the handlers; a custom collector renders it on each scrape, so a
 deleted run disappears and nothing is double counted.
@@ -19,7 +23,32 @@ from prometheus_client.core import GaugeMetricFamily
 
 from trainbench.operator.clock import timestamp as _ts
 from trainbench.operator.controller.reconcile import RUN_PHASES, TERMINAL_RUN_PHASES
+from trainbench.operator.results.changepoints import acknowledged as _acked
 from trainbench.trainer import contract as C
+
+OM_CHANGE_POINTS = "trainbench_change_points_unacknowledged"
+HIGHER_IS_BETTER = {"tps", "mfu", "mfu_done", "tokens_per_joule"}  # the others (step time, memory): lower
+
+
+def direction(metric: str, change_pct: float) -> str:
+    """`worse` or `better`: a change point's direction for its metric."""
+    up = change_pct > 0
+    return "better" if up == (metric in HIGHER_IS_BETTER) else "worse"
+
+
+def open_change_points(results: dict | None, acks: list[dict] | None) -> dict[tuple[str, str, str], dict]:
+    """{(case, metric, direction): {count, run}} of a results document's change points that no ack covers (those
+    acknowledged when the run finished, and those `acks` covers now); `run` names the newest."""
+    out: dict[tuple[str, str, str], dict] = {}
+    for p in (results or {}).get("change_points") or []:
+        if p.get("acknowledged") or _acked(acks, p.get("case"), p.get("metric"), p.get("run")):
+            continue
+        key = (str(p.get("case")), str(p.get("metric")), direction(str(p.get("metric")), p.get("change_pct") or 0))
+        slot = out.setdefault(key, {"count": 0, "run": p.get("run"), "index": -1})
+        slot["count"] += 1
+        if (p.get("index") or 0) >= slot["index"]:
+            slot["run"], slot["index"] = p.get("run"), p.get("index") or 0
+    return out
 
 
 class OperatorMetrics:
@@ -28,6 +57,7 @@ class OperatorMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], dict] = {}  # (namespace, name) -> {suite, status, results}
+        self._acks: dict[tuple[str, str], list[dict]] = {}  # (namespace, suite) -> acks read after the finish
 
     def update(self, namespace: str, name: str, suite: str, status: dict, results: dict | None = None) -> None:
         with self._lock:
@@ -42,6 +72,29 @@ class OperatorMetrics:
         with self._lock:
             return bool((self._runs.get((namespace, name)) or {}).get("results"))
 
+    def set_acks(self, namespace: str, suite: str, acks: list[dict]) -> None:
+        """The suite's acks as they are now: change points they cover leave the gauge."""
+        with self._lock:
+            self._acks[(namespace, suite)] = list(acks)
+
+    def newest(self, namespace: str, suite: str) -> str | None:
+        """The suite's newest finished run with results (by completion time): the one whose change points count."""
+        with self._lock:
+            runs = [
+                ((info["status"].get("completedAt") or ""), name)
+                for (ns, name), info in self._runs.items()
+                if ns == namespace and info["suite"] == suite and info.get("results")
+            ]
+        return max(runs)[1] if runs else None
+
+    def open_change_points(self, namespace: str, suite: str) -> dict:
+        """The unacknowledged change points the gauge shows for a suite ({} for none)."""
+        name = self.newest(namespace, suite)
+        with self._lock:
+            info = self._runs.get((namespace, name)) or {}
+            acks = self._acks.get((namespace, suite))
+        return open_change_points(info.get("results"), acks)
+
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._runs.pop((namespace, name), None)
@@ -52,6 +105,7 @@ class OperatorMetrics:
     def collect(self):
         with self._lock:
             runs = {k: dict(v) for k, v in self._runs.items()}
+            acks = dict(self._acks)
         result_labels = list(C.RESULT_LABELS)
         g_runs = GaugeMetricFamily(C.OM_RUNS, "BenchmarkRuns by phase", labels=["phase"])
         g_cases = GaugeMetricFamily(C.OM_CASES, "Benchmark cases by phase over all runs", labels=["phase"])
@@ -79,6 +133,21 @@ class OperatorMetrics:
         g_regr = GaugeMetricFamily(
             C.OM_REGRESSION, "1 for each metric worse than its baseline", labels=[*result_labels, "metric"]
         )
+        g_cp = GaugeMetricFamily(
+            OM_CHANGE_POINTS,
+            "Unacknowledged change points of the suite's history (its newest run), per case and metric",
+            labels=["suite", "case", "metric", "direction", "run"],
+        )
+        newest: dict[tuple[str, str], tuple[str, dict]] = {}
+        for (ns, name), info in runs.items():
+            if info.get("results"):
+                stamp = info["status"].get("completedAt") or ""
+                if (ns, info["suite"]) not in newest or (stamp, name) > newest[(ns, info["suite"])]:
+                    newest[(ns, info["suite"])] = (stamp, name)
+        for (ns, suite), (_, name) in sorted(newest.items()):
+            points = open_change_points(runs[(ns, name)]["results"], acks.get((ns, suite)))
+            for (case, metric, way), slot in sorted(points.items()):
+                g_cp.add_metric([suite, case, metric, way, str(slot["run"])], float(slot["count"]))
         type_families = type_result_families(result_labels)
         run_counts = dict.fromkeys(RUN_PHASES, 0)
         case_counts = dict.fromkeys(C.CASE_PHASES, 0)
@@ -128,7 +197,7 @@ class OperatorMetrics:
             g_runs.add_metric([phase], n)
         for phase, n in case_counts.items():
             g_cases.add_metric([phase], n)
-        yield from (g_runs, g_cases, g_progress, g_done, *results_families.values(), g_failed, g_regr)
+        yield from (g_runs, g_cases, g_progress, g_done, *results_families.values(), g_failed, g_regr, g_cp)
         yield from type_families.values()
 
 

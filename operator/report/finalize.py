@@ -51,6 +51,8 @@ def finalize(
     accepted baselines (results/changepoints.py)."""
     if judge:
         V.apply(results, baseline, thresholds, confirm=confirm)
+    if history is not None and history.get("_source"):  # where a cluster's history came from (controller/suite.py)
+        results["history"] = {"source": history["_source"], "problem": history.get("_problem")}
     if record:
         history = H.append(history, results)
     if history is not None:

@@ -71,7 +71,8 @@ def series(history: dict, case_id: str, metric: str) -> list[tuple[dict, float]]
     return out
 
 
-def _acked(acks: list[dict] | None, case: str, metric: str, run: str | None) -> bool:
+def acknowledged(acks: list[dict] | None, case: str, metric: str, run: str | None) -> bool:
+    """Whether an ack entry (or an accept of that run: it has no metric) covers this change point."""
     for a in acks or []:
         if a.get("run") == run and a.get("case") in (None, "*", case) and a.get("metric") in (None, "*", metric):
             return True
@@ -119,7 +120,7 @@ def detect(
                         mean_after=float(st.mean_after()),
                         commit=run.get("commit"),
                         image=run.get("image_digest") or run.get("image"),
-                        acknowledged=_acked(acks, case_id, metric, run.get("run")),
+                        acknowledged=acknowledged(acks, case_id, metric, run.get("run")),
                     )
                 )
     return out

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainbench.operator.clock import parse_time
 from trainbench.operator.kube import CONFIGMAP_VALUE_LIMIT_BYTES
 from trainbench.operator.results.keys import case_key
 
@@ -68,8 +69,9 @@ def _health_brief(case: dict) -> dict | None:
     return brief or None
 
 
-def run_entry(results: dict) -> dict:
-    """The compact history entry of one results document."""
+def run_entry(results: dict, uid: str | None = None) -> dict:
+    """The compact history entry of one results document (`uid`: the BenchmarkRun's, which keys the entry on a
+    cluster: a finish retried after a restart replaces it instead of adding the run twice)."""
     env = results.get("environment") or {}
     cases = []
     for c in results.get("cases", []):
@@ -93,8 +95,9 @@ def run_entry(results: dict) -> dict:
         if health:
             entry["health"] = health
         cases.append(entry)
+    entry = {"run": results.get("run"), "uid": uid} if uid else {"run": results.get("run")}
     return {
-        "run": results.get("run"),
+        **entry,
         "started_at": results.get("started_at"),
         "finished_at": results.get("finished_at"),
         "commit": env.get("commit"),
@@ -131,16 +134,63 @@ def trim(doc: dict, limit_bytes: int = HISTORY_LIMIT_BYTES, max_runs: int = DEFA
     return out
 
 
+def _same(entry: dict, other: dict) -> bool:
+    """One run: the same uid when both have one (a deleted run's namesake is another run), else the same name."""
+    if entry.get("uid") and other.get("uid"):
+        return entry["uid"] == other["uid"]
+    return entry.get("run") == other.get("run")
+
+
 def append(
-    doc: dict | None, results: dict, limit_bytes: int = HISTORY_LIMIT_BYTES, max_runs: int = DEFAULT_MAX_RUNS
+    doc: dict | None,
+    results: dict,
+    limit_bytes: int = HISTORY_LIMIT_BYTES,
+    max_runs: int = DEFAULT_MAX_RUNS,
+    uid: str | None = None,
 ) -> dict:
-    """A new history document with `results` added as the newest run (replacing an entry of the same run
-    name), trimmed to fit."""
+    """A new history document with `results` added as the newest run (replacing an entry of the same run: its
+    uid, else its name), trimmed to fit."""
     suite = results.get("suite") or results.get("run")
     doc = doc if is_history(doc) else empty(suite)
-    entry = run_entry(results)
-    runs = [r for r in doc.get("runs", []) if r.get("run") != entry["run"]] + [entry]
+    entry = run_entry(results, uid)
+    runs = [r for r in doc.get("runs", []) if not _same(entry, r)] + [entry]
     return trim({**doc, "suite": doc.get("suite") or suite, "runs": runs}, limit_bytes, max_runs)
+
+
+def parse(text: str | None) -> tuple[dict | None, str | None]:
+    """(history, problem) of a stored history text (a ConfigMap's history.json): (None, None) for no text, (None,
+    why) for one that is not a usable history document (never raises: a garbage history is said, not fatal)."""
+    if text is None:
+        return None, None
+    try:
+        doc = json.loads(text)
+    except (TypeError, ValueError) as e:
+        return None, f"{CONFIGMAP_KEY} is not JSON ({' '.join(str(e).split())[:120]})"
+    if not is_history(doc):
+        schema = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        return None, f"{CONFIGMAP_KEY} is not a trainbench history document (schema {schema!r})"
+    runs = doc.get("runs")
+    if not isinstance(runs, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("cases", []), list) and all(isinstance(c, dict) for c in r["cases"])
+        for r in runs
+    ):
+        return None, f"{CONFIGMAP_KEY}: runs is not a list of runs with a list of cases each"
+    return doc, None
+
+
+def before(doc: dict, started_at: str | None, run: str | None = None, uid: str | None = None) -> dict:
+    """The history a run is judged against: the runs that had finished before it started (`started_at`, ISO
+    8601), the run itself left out (by uid when known: a finish retried after a restart finds itself there)."""
+    started = parse_time(started_at)
+    runs = []
+    for r in doc.get("runs", []):
+        if (uid and r.get("uid") == uid) or (r.get("run") == run and not (uid and r.get("uid"))):
+            continue
+        finished = parse_time(r.get("finished_at"))
+        if started is not None and (finished is None or finished > started):
+            continue
+        runs.append(r)
+    return {**doc, "runs": runs}
 
 
 def load(path: str | Path) -> dict | None:

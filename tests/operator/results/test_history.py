@@ -95,3 +95,38 @@ def test_history_from_a_suites_results_documents(fx):
     doc = H.from_results(docs)
     assert [r["run"] for r in doc["runs"]] == ["run-0001", "run-0002", "run-0003"]
     assert H.from_results([]) is None
+
+
+def test_a_retried_finish_replaces_its_entry_by_uid(fx):
+    """A finish retried after an operator kill appends the run again: the uid keys the entry, so it is there
+    once; a deleted run's namesake (same name, another uid) is another run."""
+    first = H.append(None, _results(fx, 0), uid="uid-a")
+    again = H.append(first, _results(fx, 0), uid="uid-a")
+    assert [(r["run"], r["uid"]) for r in again["runs"]] == [("run-0000", "uid-a")]
+    namesake = H.append(again, _results(fx, 0), uid="uid-b")
+    assert [r["uid"] for r in namesake["runs"]] == ["uid-a", "uid-b"]
+
+
+def test_before_leaves_out_the_run_itself_and_runs_that_had_not_finished(fx):
+    doc = None
+    for i, uid in enumerate(("u0", "u1", "u2")):
+        doc = H.append(doc, _results(fx, i), uid=uid)
+    started = doc["runs"][2]["started_at"]
+    kept = H.before(doc, started, run="run-0002", uid="u2")
+    assert [r["run"] for r in kept["runs"]] == ["run-0000", "run-0001"]
+    assert [r["run"] for r in H.before(doc, None, uid="u1")["runs"]] == ["run-0000", "run-0002"]
+
+
+def test_garbage_is_said_never_raised():
+    assert H.parse(None) == (None, None)
+    for text, said in [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a trainbench history"),
+        ('{"schema": "other"}', "not a trainbench history"),
+        (json.dumps({"schema": H.HISTORY_SCHEMA, "runs": {"a": 1}}), "runs is not a list"),
+        (json.dumps({"schema": H.HISTORY_SCHEMA, "runs": [{"cases": [1]}]}), "runs is not a list"),
+    ]:
+        doc, problem = H.parse(text)
+        assert doc is None and said in problem, (text, problem)
+    doc, problem = H.parse(json.dumps(H.empty("s")))
+    assert problem is None and doc["runs"] == []
