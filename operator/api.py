@@ -701,6 +701,11 @@ class BenchmarkRunSpec(_Model):
     """Re-runs of a case whose regression is suspected, as fresh processes (pods) after the other cases; it is
     Confirmed when they still regress and Cleared when they do not. Only Confirmed regressions count and alert.
     0 confirms a significant regression at once."""
+    calibrate: bool = False
+    """Run one calibration case per pool before the model cases (one pod, 1 GPU, about 30 s): it measures the
+    pool's bf16 GEMM and attention TFLOP/s, and the report then shows each case's "% of floor" and flags figures
+    above the measured ceilings. Off by default so that a run runs exactly the cases its matrix names; a nightly
+    suite turns it on."""
 
     @model_validator(mode="after")
     def _cross(self):

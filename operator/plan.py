@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from trainbench.operator.api import BenchmarkRunSpec, Pool, SpecError, parse_spec
 from trainbench.trainer.config import BadConfig, parse_args
-from trainbench.trainer.contract import LORA_TYPES, SINGLE_GPU_TYPES, TRAIN_TYPES
+from trainbench.trainer.contract import CALIBRATE_SEQ_LEN, CALIBRATE_TYPE, LORA_TYPES, SINGLE_GPU_TYPES, TRAIN_TYPES
 from trainbench.trainer.parallel.layout import validate as validate_layout
 from trainbench.trainer.specs import ModelSpec, UnknownModelError, resolve_model
 
@@ -357,7 +357,57 @@ def plan(spec: BenchmarkRunSpec | dict, *, model_paths: bool = False) -> list[Ca
         raise SpecError("spec.matrix", f"the matrix plans {len(cases)} cases; at most {MAX_CASES} are allowed")
     for case in cases:
         _check_trainer_accepts(case, by_name[case.model])
+    if spec.calibrate:
+        cases = calibration_cases(spec, cases) + cases
     return cases
+
+
+# calibration cases (spec.calibrate): warm-up and timed runs of each kernel (trainer/calibrate.py: best of N)
+CALIBRATE_WARMUP = 5
+CALIBRATE_ITERS = 20
+
+
+def calibration_case(spec: BenchmarkRunSpec, pool: Pool) -> Case:
+    """The calibration case of a pool: one pod on 1 GPU that measures the pool's GEMM and attention ceilings
+    (`--type calibrate`); its id depends on the pool and the measurement only."""
+    if pool.gpus < 1:  # the schema asks for gpusPerNode >= 1; a pool without GPUs has no ceilings to measure
+        raise SpecError("spec.calibrate", f"pool {pool.name!r} has no GPUs to calibrate")
+    values = dict(model=CALIBRATE_TYPE, type=CALIBRATE_TYPE, seq_len=CALIBRATE_SEQ_LEN, ac="none", attn="auto")
+    values.update(ep=1, cp=1, pool=pool.name)
+    extra = {"iters": [CALIBRATE_WARMUP, CALIBRATE_ITERS]}
+    cid = case_id(**{k if k != "type" else "type_": v for k, v in values.items()}, extra=extra)
+    case = Case(
+        id=cid,
+        hf_name=f"trainbench/{CALIBRATE_TYPE}",
+        nodes=1,
+        gpus_per_node=1,
+        image=pool.image,
+        steps=CALIBRATE_ITERS,
+        warmup_steps=CALIBRATE_WARMUP,
+        micro_batch=1,
+        batch_size=1,
+        compile=False,
+        timeout_seconds=spec.timeout_seconds,
+        peak_tflops=pool.peak_tflops,
+        **values,
+    )
+    try:  # the trainer's own parsing of the case's exact arguments
+        parse_args(case.trainer_args())
+    except BadConfig as e:
+        raise SpecError("spec.calibrate", f"calibration case of pool {pool.name!r}: {e}") from None
+    return case
+
+
+def calibration_cases(spec: BenchmarkRunSpec, cases: list[Case]) -> list[Case]:
+    """One calibration case per pool that the planned cases run on, in the pools' order (run before them)."""
+    used = {c.pool for c in cases}
+    return [calibration_case(spec, p) for p in spec.pools if p.name in used]
+
+
+def is_calibration(case: Case | dict) -> bool:
+    """A calibration case (spec.calibrate) rather than a model case: never judged for regressions."""
+    kind = case.get("type") if isinstance(case, dict) else case.type
+    return kind == CALIBRATE_TYPE
 
 
 def repeat_case(case: Case, repeat: int, confirm: bool = False) -> Case:

@@ -4,6 +4,7 @@
       run(cfg)           the run context (context.py), rank 0's /metrics exporter, the process group's end
         dispatch(ctx)    by --type: train.py (after autobatch.py for --micro-batch auto), generate.py, verify.py;
                          --dry-run: dryrun.py
+      --type calibrate   calibrate.py (no model: the device's GEMM and attention ceilings)
 
 `run_bench(cfg) -> dict` runs one case in-process (under torchrun: one call per rank) and returns the result dict
 that `main` writes to `--output` and to /dev/termination-log (result.py); stdout gets the human table, or with
@@ -18,9 +19,9 @@ import sys
 import time
 import warnings
 
+from trainbench.trainer import calibrate, generate, verify
 from trainbench.trainer import contract as c
 from trainbench.trainer import distributed as dist_mod
-from trainbench.trainer import generate, verify
 from trainbench.trainer.autobatch import resolve_auto
 from trainbench.trainer.config import JobConfig, parse_args
 from trainbench.trainer.context import RunContext, open_context
@@ -82,6 +83,8 @@ def run_bench(cfg: JobConfig) -> dict:
 def run(cfg: JobConfig) -> tuple[dict, Exporter | None]:
     """run_bench, returning (result, exporter) with the exporter still serving (state done) on rank 0."""
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if cfg.type == c.CALIBRATE_TYPE:
+        return calibrate.run_calibrate(cfg)
     ctx = open_context(cfg)
     if cfg.dry_run:
         return dry_run(ctx), None
@@ -123,4 +126,6 @@ def type_table(result: dict) -> str:
         return generate.table(result)
     if kind == "verify":
         return verify.table(result)
+    if kind == c.CALIBRATE_TYPE:
+        return calibrate.table(result)
     return train_table(result)

@@ -16,6 +16,7 @@ from trainbench.trainer.contract import (
     AC_MODES,
     ATTN_BACKENDS,
     BENCH_TYPES,
+    CALIBRATE_TYPE,
     DEFAULT_LORA_TARGETS,
     GENERATE_BATCH_SIZES,
     GENERATE_NEW_TOKENS,
@@ -275,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = JobConfig()
     p = _Parser(prog="trainbench bench", description="Train a model architecture on synthetic data and measure it.")
     p.add_argument("--model", default=d.model, help="shipped name (qwen3-0.6b, Qwen/Qwen3-0.6B) or a config.json")
-    p.add_argument("--type", default=d.type, choices=BENCH_TYPES)
+    p.add_argument("--type", default=d.type, choices=(*BENCH_TYPES, CALIBRATE_TYPE))
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="packed sequence length T")
     p.add_argument("--ac", default=d.ac, choices=AC_MODES, help="activation checkpointing")
     p.add_argument("--attn", default=d.attn, choices=ATTN_BACKENDS)

@@ -12,6 +12,10 @@ RESULT_SCHEMA = "trainbench.dev/result/v1"
 BENCH_TYPES = ("sft-full", "rl-full", "rl-lora", "generate", "verify")
 TRAIN_TYPES = ("sft-full", "rl-full", "rl-lora")  # the types that train (bench.py); the others: generate.py, verify.py
 LORA_TYPES = ("rl-lora",)
+# --type calibrate (trainer/calibrate.py): a pool's measured ceilings (bf16 GEMM and attention TFLOP/s of one GPU);
+# not a matrix type: the planner adds one case per pool when spec.calibrate is set
+CALIBRATE_TYPE = "calibrate"
+CALIBRATE_SEQ_LEN = 16384  # the attention sequence a planned calibration case measures (GPU; the CPU scales down)
 SINGLE_GPU_TYPES = ("generate", "verify")  # run as one process on one GPU of the pool (the planner asks for 1 GPU)
 GENERATE_BATCH_SIZES = (1, 8, 32, 128)  # type generate: default decode batch sizes
 GENERATE_NEW_TOKENS = 128  # type generate: default tokens generated per sequence
@@ -76,6 +80,7 @@ M_GEN_CACHE_SPEEDUP = "trainbench_generate_cache_speedup_ratio"  # labels LABELS
 M_VER_COMPILE_RATE = "trainbench_verify_compile_rate"  # 0..1
 M_VER_PASS_RATE = "trainbench_verify_pass_rate"  # 0..1
 M_VER_PASS_AT_K = "trainbench_verify_pass_at_k"  # labels LABELS + cycle + k: unbiased estimator, 0..1
+M_CAL_TFLOPS = "trainbench_calibrate_tflops"  # type calibrate (labels LABELS + kernel): TFLOP/s of one device
 M_MICRO_BATCH = "trainbench_micro_batch"  # gauge: the micro-batch that ran (auto: the size found)
 
 # --- result JSON keys ---------------------------------------------------------------------------------
@@ -124,4 +129,5 @@ FAILURE_REASONS = (
     "Interrupted",  # stopped by the user (local executor: Ctrl-C)
     "JobSetUnavailable",  # spec.multiNode.engine JobSet, but the cluster does not serve jobset.x-k8s.io/v1alpha2
     "JobDeleted",  # the case's Job (JobSet) was deleted before its result was collected (operator only)
+    "CreateRefused",  # the API server refused to create the case's Job/Service/JobSet (a 4xx; operator only)
 )

@@ -8,6 +8,10 @@ builds the transformers model and drives the arithmetic here. FLOPs follow prime
 
 N_active counts the attention and MLP projections (for MoE: the router and the active experts) and the
 LM head once; embeddings and norms are not counted.
+
+The work actually done (`done_flops_split`: GEMM and attention parts) counts causal attention within each
+document with the real head_dim; `floor_seconds` and `pct_of_floor` price it at a device's measured ceilings
+(trainer/calibrate.py): floor = GEMM FLOPs / GEMM ceiling + attention FLOPs / attention ceiling.
 """
 
 from __future__ import annotations
@@ -123,15 +127,41 @@ class ModelSpec:
         pairs = sum(int(d) * (int(d) + 1) // 2 for d in doc_lens)
         return 3 * 2 * 2 * pairs * self.head_dim * self.heads * self.layers
 
+    def done_flops_split(
+        self, doc_lens, lora_rank: int | None = None, lora_targets=DEFAULT_LORA_TARGETS
+    ) -> tuple[float, float]:
+        """(GEMM, attention) training FLOPs per token of the work actually done on a packed sequence of documents
+        `doc_lens`: the linear layers (projections, MLP or routed experts, LM head; LoRA: frozen weights' 4 N plus
+        the adapters' 6 N) run as GEMMs, attention as causal attention within each document. The floor of a step
+        (`floor_seconds`) prices each part at its own measured ceiling."""
+        tokens = sum(int(d) for d in doc_lens)
+        gemm = 4 * self.n_active() + 6 * self.lora_params(lora_rank, lora_targets) if lora_rank else 6 * self.n_active()
+        return float(gemm), self.causal_attention_flops(doc_lens) / max(tokens, 1)
+
     def done_flops_per_token(self, doc_lens, lora_rank: int | None = None, lora_targets=DEFAULT_LORA_TARGETS) -> float:
         """FLOPs per token of the work actually done on a packed sequence of documents `doc_lens` (the honest
-        MFU's numerator); `flops_per_token` is prime-rl's figure, which counts full attention over the whole
-        packed length with head_dim = hidden / heads."""
-        tokens = sum(int(d) for d in doc_lens)
-        dense = (
-            4 * self.n_active() + 6 * self.lora_params(lora_rank, lora_targets) if lora_rank else 6 * self.n_active()
-        )
-        return dense + self.causal_attention_flops(doc_lens) / max(tokens, 1)
+        MFU's numerator; the sum of `done_flops_split`); `flops_per_token` is prime-rl's figure, which counts full
+        attention over the whole packed length with head_dim = hidden / heads."""
+        return sum(self.done_flops_split(doc_lens, lora_rank, lora_targets))
+
+
+def causal_attention_fwd_flops(batch: int, heads: int, seq_len: int, head_dim: int) -> float:
+    """Forward FLOPs of causal attention over one sequence per row (the calibration's count, trainer/calibrate.py):
+    2 GEMMs (QK^T, PV) x 2 FLOPs per multiply-add x b*h*s*s*d, halved by the causal mask: 2*2*b*h*s*s*d/2.
+    Training (forward + backward) counts 3x this, as `causal_attention_flops` does."""
+    return 2 * 2 * batch * heads * seq_len * seq_len * head_dim / 2
+
+
+def floor_seconds(gemm_flops: float, attention_flops: float, gemm_flops_per_s: float, attn_flops_per_s: float) -> float:
+    """The best time a device can do this work in: each part at its measured ceiling (FLOP/s of one device),
+    floor = GEMM FLOPs / GEMM ceiling + attention FLOPs / attention ceiling."""
+    return gemm_flops / gemm_flops_per_s + attention_flops / attn_flops_per_s
+
+
+def pct_of_floor(floor_s: float, step_s: float) -> float:
+    """'% of floor': the share of attainable speed a step reached, floor / measured step time * 100 (100: the
+    step ran as fast as its GEMMs and attention can run on this device; above 100 cannot be real)."""
+    return 100.0 * floor_s / step_s
 
 
 def _normalise(name: str) -> str:

@@ -50,6 +50,7 @@ class Setup:
     flops_per_token: float  # prime-rl's formula (specs.flops_per_token)
     done_flops_per_token: float  # the work actually done (specs.done_flops_per_token over the batches)
     meter: object  # power.Meter or None
+    done_attention_flops_per_token: float = 0.0  # its attention part (specs.done_flops_split); the rest is GEMMs
 
 
 @dataclass
@@ -116,17 +117,20 @@ def build(ctx: RunContext) -> Setup:
             cfg.training.seq_len, cfg.effective_lora_rank, tuple(cfg.build.lora_targets)
         ),
         done_flops_per_token=_done_flops_per_token(spec, cfg, batches),
+        done_attention_flops_per_token=_done_flops_per_token(spec, cfg, batches, part=1),
         meter=open_meter(device.type, device.index or 0, hip=bool(getattr(torch.version, "hip", None))),
     )
 
 
-def _done_flops_per_token(spec, cfg, batches) -> float:
-    """FLOPs per token of the work the batches really ask for (documents' causal attention), token-weighted."""
+def _done_flops_per_token(spec, cfg, batches, part: int | None = None) -> float:
+    """FLOPs per token of the work the batches really ask for (documents' causal attention), token-weighted;
+    `part` 0 or 1: only the GEMM or the attention part (specs.done_flops_split)."""
     flops = tokens = 0.0
     for b in batches:
         lens = [int(x) for x in (b.cu_seqlens[1:] - b.cu_seqlens[:-1]).tolist()]
         n = sum(lens)
-        flops += spec.done_flops_per_token(lens, cfg.effective_lora_rank, tuple(cfg.build.lora_targets)) * n
+        split = spec.done_flops_split(lens, cfg.effective_lora_rank, tuple(cfg.build.lora_targets))
+        flops += (sum(split) if part is None else split[part]) * n
         tokens += n
     return flops / tokens if tokens else 0.0
 
@@ -288,6 +292,7 @@ def measure(ctx: RunContext, s: Setup, steps: Steps) -> dict:
             "mfu_done": summary([r["mfu"] * s.done_flops_per_token / s.flops_per_token for r in measured]),
         },
         done_flops_per_token=s.done_flops_per_token,
+        done_attention_flops_per_token=s.done_attention_flops_per_token,  # the rest of done_flops_per_token: GEMMs
         health=health.summarize(steps.health_start, steps.health_end) if steps.health_end else None,
         peak_memory_gib=None if peak_mem is None else peak_mem / 2**30,
         power_w=summary(steps.power),

@@ -174,7 +174,8 @@ def _model_sections(cases: list[dict]) -> list[str]:
             extra.insert(0, (FIRST_STEP, lambda m: cell("first_step", m.get("first_step_s"))))
         tpj = any((c.get("metrics") or {}).get("tokens_per_joule") is not None for c in group)
         done = any((c.get("metrics") or {}).get("mfu_done") for c in group)
-        mfu_cols = ["MFU (prime-rl)", "MFU (done)"] if done else ["MFU"]
+        floor = any(c.get("ceilings") for c in group)
+        mfu_cols = (["MFU (prime-rl)", "MFU (done)"] if done else ["MFU"]) + ([FLOOR] if floor else [])
         head = ["Type", "SeqLen", "AC", "Attn", "EP", "CP", "Hardware", *mfu_cols, "TPS", "Step Time", "Peak Mem"]
         head += [name for name, _ in extra] + (["Tok/J"] if tpj else [])
         lines += [f"## {title}", "", "| " + " | ".join(head) + " |"]
@@ -191,8 +192,9 @@ def _model_sections(cases: list[dict]) -> list[str]:
                 str(c.get("ep", 1)),
                 str(c.get("cp", 1)),
                 c.get("hardware") or "?",
-                cell("mfu", V.metric_value(m, "mfu")[0], vd.get("mfu")) + nominal + _beyond(m),
-                *([cell("mfu", V.metric_value(m, "mfu_done")[0]) + nominal] if done else []),
+                cell("mfu", V.metric_value(m, "mfu")[0], vd.get("mfu")) + nominal + _beyond(c, "mfu"),
+                *([cell("mfu", V.metric_value(m, "mfu_done")[0]) + nominal + _beyond(c, "mfu_done")] if done else []),
+                *([floor_cell(c)] if floor else []),
                 cell("tps", V.metric_value(m, "tps")[0], vd.get("tps")),
                 cell("step_time", V.metric_value(m, "step_time")[0], vd.get("step_time")),
                 cell("peak_memory", m.get("peak_memory_gib"), vd.get("peak_memory")),
@@ -205,16 +207,68 @@ def _model_sections(cases: list[dict]) -> list[str]:
     return lines
 
 
-# MFU above this share of the peak cannot be real work on today's GPUs: dense bf16 GEMMs reach ~81% of the H200's
-# 989 TF (799 TF measured, docs/performance.md); prime-rl's formula gets there by counting attention over the whole
-# packed sequence, which causal, document-masked attention does not compute.
+# Where no calibration case measured a pool (spec.calibrate), MFU above this share of the peak is flagged: dense
+# bf16 GEMMs reach ~81% of the H200's 989 TF (799 TF measured, docs/performance.md); prime-rl's formula gets there
+# by counting attention over the whole packed sequence, which causal, document-masked attention does not compute.
 MFU_CEILING_PCT = 81.0
 BEYOND = "‡"
+FLOOR = "% of floor"
 
 
-def _beyond(metrics: dict) -> str:
-    mfu = V.metric_value(metrics, "mfu")[0]
-    return BEYOND if mfu is not None and mfu > MFU_CEILING_PCT else ""
+def ceiling_pct(case: dict) -> float | None:
+    """The pool's measured ceiling as a percent of the case's peak (the faster of its GEMM and attention: no work
+    runs faster than its fastest kernel); None where no calibration measured the pool."""
+    ceil, peak = case.get("ceilings") or {}, case.get("peak_flops")
+    best = max(ceil.get("gemm_tflops") or 0, ceil.get("attention_tflops") or 0)
+    return 100 * best * 1e12 / peak if best and peak else None
+
+
+def beyond(case: dict, metric: str) -> str | None:
+    """Why a reported figure cannot be real, or None: `measured` (above the pool's measured ceiling; % of floor
+    above 100) or `fixed` (MFU above MFU_CEILING_PCT where the pool has no calibration)."""
+    value = V.metric_value(case.get("metrics"), metric)[0]
+    if value is None:
+        return None
+    if metric == "pct_of_floor":
+        return "measured" if value > 100 else None
+    limit = ceiling_pct(case)
+    if limit is not None:
+        return "measured" if value > limit else None
+    return "fixed" if value > MFU_CEILING_PCT else None
+
+
+def _beyond(case: dict, metric: str) -> str:
+    return BEYOND if beyond(case, metric) else ""
+
+
+def floor_cell(case: dict) -> str:
+    """% of floor: the share of the attainable speed a step reached; "—" where the pool's ceilings are unknown."""
+    pct = V.metric_value(case.get("metrics"), "pct_of_floor")[0]
+    return "—" if pct is None else f"{pct:.1f}%" + _beyond(case, "pct_of_floor")
+
+
+def _beyond_notes(cases: list[dict]) -> list[str]:
+    """The footnotes of the ‡ marks: why each flagged figure cannot be real work."""
+    why = {beyond(c, m) for c in cases for m in ("mfu", "mfu_done", "pct_of_floor")}
+    lines = []
+    if "measured" in why:
+        lines += [
+            f"{BEYOND} above the pool's measured ceiling (its calibration case: the best bf16 GEMM and attention "
+            "TFLOP/s of one GPU), or a % of floor above 100: more work per second than the GPU's kernels run at. "
+            "prime-rl's formula counts attention over the whole packed sequence, which causal, per-document "
+            "attention does not compute; a % of floor above 100 means a step ran faster than its own work allows "
+            "(FLOPs counted that did not run, or a GPU faster than when it was calibrated).",
+            "",
+        ]
+    if "fixed" in why:
+        lines += [
+            f"{BEYOND} above {MFU_CEILING_PCT:g}% of peak on a pool without calibration (spec.calibrate): a fixed "
+            "figure, the H200's measured dense bf16 GEMMs (799 of 989 TF), stands in for the pool's ceiling; prime-rl's "
+            "formula counts attention over the whole packed sequence; MFU (done) counts the causal, per-document "
+            "attention that ran.",
+            "",
+        ]
+    return lines
 
 
 def _verdict_section(cases: list[dict]) -> list[str]:
@@ -500,6 +554,9 @@ def render_report(
         lines.append(f"**Baseline:** {b.get('description')} ({b.get('matched', 0)} of {len(cases)} cases matched)")
     else:
         lines.append("**Baseline:** none (first run of this suite, or no baseline given)")
+    if (results.get("history") or {}).get("problem"):  # a garbage <suite>-history ConfigMap (controller/suite.py)
+        h = results["history"]
+        lines.append(f"**History:** :warning: {h['problem']}; read from the {h.get('source')} instead")
     lines.append("")
     if len(set(th.values())) == 1:
         th_text = f"{th['mfu']:g}%"
@@ -511,6 +568,12 @@ def render_report(
         "all GPUs; MFU uses prime-rl's FLOPs formula (MFU (done), where shown, the work actually done: causal "
         "attention within each document, the real head_dim); Peak Mem is the maximum reserved device memory."
     )
+    if any(c.get("ceilings") for c in ok):
+        clock += (
+            f" {FLOOR} is the floor (the step's GEMM FLOPs at the pool's measured GEMM TFLOP/s plus its attention "
+            "FLOPs at the measured attention TFLOP/s) over the measured step time: the share of the attainable speed "
+            "reached."
+        )
     if any((c.get("metrics") or {}).get("first_step_s") is not None for c in ok):
         clock += (
             f" {FIRST_STEP} is the wall time of the first (warm-up) step, where torch.compile and autotuning run: "
@@ -530,13 +593,8 @@ def render_report(
     lines += T.autobatch_section(ok) + T.generate_section(ok, cell) + T.verify_section(ok)
     if any(c.get("peak_flops_source") == "cpu-nominal" for c in ok):
         lines += ["† MFU against a nominal CPU peak (no GPU): compare it only with other CPU runs.", ""]
-    if any(_beyond(c.get("metrics") or {}) for c in ok):
-        lines += [
-            f"{BEYOND} above {MFU_CEILING_PCT:g}% of peak, more than a GPU's dense bf16 GEMMs reach: prime-rl's formula "
-            "counts attention over the whole packed sequence; MFU (done) counts the causal, per-document attention "
-            "that ran.",
-            "",
-        ]
+    lines += _beyond_notes([c for c in ok if c.get("type") not in T.NON_TRAINING])
+    lines += T.calibration_section(cases, th.get("tps", V.DEFAULT_THRESHOLD))
     lines += _verdict_section(cases)
     lines += _change_points_section(results)
     lines += _failed_section(cases)

@@ -1,4 +1,5 @@
-"""Report sections of the non-training benchmark types and of --micro-batch auto (report.py calls these).
+"""Report sections of the non-training benchmark types, of the pools' calibration and of --micro-batch auto
+(markdown.py calls these).
 
 Each reads the trainer's own result kept in a results-document case (`case["trainer"]`): `generate` (per batch size
 rows), `verify` (per RAFT cycle scores) and `autobatch` (the size found). Summaries may be full
@@ -7,7 +8,7 @@ rows), `verify` (per RAFT cycle scores) and `autobatch` (the size found). Summar
 
 from __future__ import annotations
 
-NON_TRAINING = ("generate", "verify")
+NON_TRAINING = ("generate", "verify", "calibrate")  # not in the model tables (calibrate: spec.calibrate's cases)
 
 
 def _mean(x) -> float | None:
@@ -182,4 +183,64 @@ def autobatch_section(cases: list[dict]) -> list[str]:
             + " |"
         )
     lines.append("")
+    return lines
+
+
+def _of_peak(tflops: float | None, peak: float | None) -> str:
+    return "–" if not tflops or not peak else f"{100 * tflops * 1e12 / peak:.1f}%"
+
+
+def calibration_section(cases: list[dict], threshold: float = 5.0) -> list[str]:
+    """The pools' measured ceilings (spec.calibrate), each against its baseline: a pool whose calibration fell by
+    more than `threshold` percent (a throttled or power-capped GPU) is marked, though it is never a regression."""
+    rows = [c for c in cases if c.get("type") == "calibrate"]
+    if not rows:
+        return []
+    head = ["Pool", "Hardware", "GEMM TFLOP/s", "of peak", "Attention TFLOP/s", "of peak", "vs baseline"]
+    lines = [
+        "## Calibration",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("-" * (len(h) + 2) for h in head) + "|",
+    ]
+    for c in rows:
+        m, peak = c.get("metrics") or {}, c.get("peak_flops")
+        cal = (c.get("trainer") or {}).get("calibration") or {}
+        if c.get("phase") != "Succeeded" or not m.get("gemm_tflops"):
+            reason = c.get("reason") or c.get("phase")
+            lines.append(f"| {c.get('pool')} | {c.get('hardware') or '?'} | **{reason}** | | | | |")
+            continue
+
+        gemm, attn = m.get("gemm_tflops"), m.get("attention_tflops")
+        backend = f" ({cal['attention_backend']})" if cal.get("attention_backend") else ""
+        changes = []
+        base = (c.get("baseline") or {}).get("metrics") or {}
+        for key, label in (("gemm_tflops", "GEMM"), ("attention_tflops", "attention")):
+            now, was = m.get(key), base.get(key)
+            if now and was:
+                pct = 100 * (now - was) / was
+                changes.append(f"{label} {pct:+.1f}%" + (" :warning:" if pct < -threshold else ""))
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(c.get("pool")),
+                    c.get("hardware") or "?",
+                    _num(gemm, "{:.4g}"),
+                    _of_peak(gemm, peak),
+                    _num(attn, "{:.4g}") + backend,
+                    _of_peak(attn, peak),
+                    ", ".join(changes) or "–",
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "> One GPU of each pool: the best GEMM in the trainer's dtype (bf16 on a GPU; square and model-shaped matmuls) and the best SDPA backend's "
+        "causal attention, forward + backward, head_dim 128 (FLOPs 3 × 2·2·b·h·s²·d/2). They are the ceilings of "
+        "% of floor. A calibration is never a regression; :warning: marks a pool that measures lower than its "
+        "baseline, which slows every case on it (clocks, power limit, heat).",
+        "",
+    ]
     return lines

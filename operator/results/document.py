@@ -20,7 +20,8 @@ from trainbench.operator.kube import CONFIGMAP_VALUE_LIMIT_BYTES
 from trainbench.operator.plan import case_id
 from trainbench.operator.results.keys import METRICS, hardware_label, short_gpu_name
 from trainbench.operator.results.repeats import merge as merge_repeats
-from trainbench.trainer.contract import CASE_PHASES, RESULT_SCHEMA, SUMMARY_METRICS
+from trainbench.trainer.contract import CALIBRATE_TYPE, CASE_PHASES, RESULT_SCHEMA, SUMMARY_METRICS
+from trainbench.trainer.specs import floor_seconds, pct_of_floor
 
 RESULTS_SCHEMA = "trainbench.dev/results/v1"
 CONFIGMAP_KEY = "results.json"  # the key of the results document in a run's result ConfigMap
@@ -55,6 +56,12 @@ class CaseMetrics(BaseModel):
     # wall time of the first step (a warm-up step unless warmupSteps is 0): torch.compile, autotuning and CUDA
     # start-up land here, so it is the cold-start cost (minutes without a compile cache, seconds with a warm one)
     first_step_s: float | None = None
+    # type calibrate (spec.calibrate): the pool's ceilings, TFLOP/s of one GPU (trainer/calibrate.py)
+    gemm_tflops: float | None = None  # the best bf16 GEMM
+    attention_tflops: float | None = None  # the best SDPA backend's causal attention, forward + backward
+    # model cases on a calibrated pool: floor / measured step time * 100 (mean from the mean step time; min/max
+    # from the slowest/fastest step), floor = GEMM FLOPs / GEMM ceiling + attention FLOPs / attention ceiling
+    pct_of_floor: Summary | None = None
 
 
 class CaseResult(BaseModel):
@@ -88,6 +95,11 @@ class CaseResult(BaseModel):
     duration_s: float | None = None
     metrics: CaseMetrics | None = None
     flops_per_token: float | None = None
+    done_flops_per_token: float | None = None  # the work actually done (specs.done_flops_split: GEMM + attention)
+    done_attention_flops_per_token: float | None = None  # its attention part
+    # the pool's ceilings this case's "% of floor" was computed against (its calibration case), TFLOP/s per GPU
+    ceilings: dict[str, Any] | None = None
+    floor_s: float | None = None  # the floor of one step: the best step time the pool can do for this work
     peak_flops: float | None = None
     peak_flops_source: str | None = None
     world_size: int | None = None
@@ -263,6 +275,10 @@ def metrics_from_result(result: dict | None, progress: dict | None = None) -> di
     out["energy_j"] = result.get("energy_j")
     out["tokens_per_joule"] = result.get("tokens_per_joule")
     out["first_step_s"] = first_step_seconds(result)
+    cal = result.get("calibration")
+    if isinstance(cal, dict):  # type calibrate: the device's ceilings
+        for key in ("gemm_tflops", "attention_tflops"):
+            out[key] = cal.get(key) if _bad_number(cal.get(key)) is None else None
     if all(v is None for v in out.values()):
         return None
     return out
@@ -387,6 +403,8 @@ def build_case(case: Any, outcome: dict | None, pool: dict | None = None) -> dic
         "metrics": combined if repeat_entries else metrics_from_result(result, outcome.get("progress")),
         "repeats": repeat_entries,
         "flops_per_token": (result or {}).get("flops_per_token"),
+        "done_flops_per_token": (result or {}).get("done_flops_per_token"),
+        "done_attention_flops_per_token": (result or {}).get("done_attention_flops_per_token"),
         "peak_flops": (result or {}).get("peak_flops"),
         "peak_flops_source": (result or {}).get("peak_flops_source"),
         "world_size": (result or {}).get("world_size"),
@@ -419,6 +437,7 @@ def build_results(
     pools = _pools(spec)
     by_name = {p["name"]: p for p in pools}
     docs = [build_case(c, outcomes.get(_case_dict(c)["id"]), by_name.get(_case_dict(c)["pool"])) for c in cases]
+    attach_floors(docs)
     started, finished = iso(started_at), iso(finished_at)
     doc = {
         "schema": RESULTS_SCHEMA,
@@ -436,6 +455,51 @@ def build_results(
         "cases": docs,
     }
     return validate(doc)
+
+
+def pool_ceilings(cases: list[dict]) -> dict[str, dict]:
+    """pool -> {gemm_tflops, attention_tflops, case} from the pools' successful calibration cases."""
+    out = {}
+    for c in cases:
+        m = c.get("metrics") or {}
+        ok = c.get("type") == CALIBRATE_TYPE and c.get("phase") == "Succeeded"
+        if ok and m.get("gemm_tflops") and m.get("attention_tflops"):
+            out[c["pool"]] = {
+                "gemm_tflops": m["gemm_tflops"],
+                "attention_tflops": m["attention_tflops"],
+                "case": c["id"],
+            }
+    return out
+
+
+def case_floor(case: dict, ceilings: dict) -> float | None:
+    """The floor of one step of a model case (seconds): its done work per GPU priced at the pool's ceilings
+    (specs.floor_seconds); None where the trainer did not report the split of its work."""
+    done, attn = case.get("done_flops_per_token"), case.get("done_attention_flops_per_token")
+    tokens, world = case.get("tokens_per_step"), case.get("world_size") or case.get("gpus") or 1
+    if not done or attn is None or not tokens:
+        return None
+    per_gpu = tokens / world
+    gemm_ceiling, attn_ceiling = ceilings["gemm_tflops"] * 1e12, ceilings["attention_tflops"] * 1e12
+    return floor_seconds((done - attn) * per_gpu, attn * per_gpu, gemm_ceiling, attn_ceiling)
+
+
+def attach_floors(cases: list[dict]) -> None:
+    """Each model case on a calibrated pool gets `ceilings`, `floor_s` and `metrics.pct_of_floor` (in place)."""
+    ceilings = pool_ceilings(cases)
+    for c in cases:
+        ceil = ceilings.get(c.get("pool"))
+        step = ((c.get("metrics") or {}).get("step_time") or {}) if ceil else {}
+        if c.get("type") == CALIBRATE_TYPE or c.get("phase") != "Succeeded" or not step.get("mean"):
+            continue
+        c["ceilings"] = ceil
+        floor = c["floor_s"] = case_floor(c, ceil)
+        if floor is None:
+            continue
+        pct = {"mean": pct_of_floor(floor, step["mean"])}
+        if step.get("min") and step.get("max"):  # the fastest step is the highest share of the floor
+            pct.update(min=pct_of_floor(floor, step["max"]), max=pct_of_floor(floor, step["min"]))
+        c["metrics"]["pct_of_floor"] = pct
 
 
 def validate(doc: dict) -> dict:
