@@ -26,15 +26,14 @@ import kopf
 from trainbench.operator import collect
 from trainbench.operator import kube as K
 from trainbench.operator.api import GROUP, PLURAL, VERSION, SpecError, parse_spec
-from trainbench.operator.clock import iso, now, parse_time
+from trainbench.operator.clock import iso, now
 from trainbench.operator.controller import failures, publish, reconcile, webhook
+from trainbench.operator.controller import suite as S
 from trainbench.operator.controller.client import Api, api_message
 from trainbench.operator.controller.metrics import OperatorMetrics
 from trainbench.operator.plan import plan, with_repeats
 from trainbench.operator.report import finalize
-from trainbench.operator.results import baseline as B
 from trainbench.operator.results import document as R
-from trainbench.operator.results import history as H
 from trainbench.operator.results import verdict as V
 from trainbench.operator.results.repeats import group_outcomes
 
@@ -157,57 +156,8 @@ def queue_problem(api: Api, ns: str, queue: str, ttl: float) -> str | None:
     return None
 
 
-def suite_acks(api: Api, ns: str, suite: str) -> list[dict]:
-    """Acknowledged change points and accepted baselines of a suite: the JSON list under `acks.json` of the
-    ConfigMap `<suite>-acks` (`trainbench baseline accept/ack --namespace`), [] when there is none."""
-    try:
-        cm = api.read_configmap(ns, K.acks_configmap_name(suite))
-        doc = json.loads(((cm or {}).get("data") or {}).get("acks.json") or "[]")
-        return [a for a in doc if isinstance(a, dict)] if isinstance(doc, list) else []
-    except Exception as e:  # noqa: BLE001 - unreadable acks: nothing acknowledged, said in the log
-        log.warning("acks of suite %s in %s unreadable: %s", suite, ns, e)
-        return []
-
-
-def suite_inputs(api: Api, spec, ns: str, run_name: str, suite: str, started_at: str | None = None):
-    """(baseline, history, acks) of a run from the cluster. The history: the results ConfigMaps of the suite's
-    runs that had finished before this one started. The baseline: a pinned ConfigMap, or the suite's last
-    healthy runs pooled per case (spec.baseline.source previous; results/baseline.from_history)."""
-    history, previous = None, None
-    acks = suite_acks(api, ns, suite)
-    try:
-        sel = f"{K.L_SUITE}={K.label_value(suite)},{K.L_COMPONENT}=results"
-        started = parse_time(started_at)
-        docs = []
-        for cm in api.list_configmaps(ns, sel):
-            text = (cm.get("data") or {}).get(R.CONFIGMAP_KEY)
-            labels = cm["metadata"].get("labels") or {}
-            if not text or labels.get(K.L_RUN) == K.label_value(run_name):
-                continue
-            doc = json.loads(text)
-            finished = parse_time(doc.get("finished_at"))
-            if finished is None or (started is not None and finished > started):
-                continue  # not finished, or ran alongside this run: not its predecessor
-            docs.append((finished, doc))
-        docs.sort(key=lambda fd: fd[0])
-        history = H.from_results([d for _, d in docs])
-        previous = docs[-1][1] if docs else None
-    except Exception as e:  # a broken history must not block the results
-        log.warning("history of suite %s in %s unavailable: %s", suite, ns, e)
-    if spec.baseline.source == "none":
-        return None, history, acks
-    try:
-        if spec.baseline.source == "configMap":  # missing or garbage: said (report line, condition), not ignored
-            cm = api.read_configmap(ns, spec.baseline.config_map)
-            return B.from_configmap(cm, spec.baseline.config_map, ns), history, acks
-        if previous is None or history is None:
-            return None, history, acks
-        return B.from_history(history, exclude_run=run_name, accepted=acks), history, acks
-    except Exception as e:  # a broken baseline must not block the results
-        log.warning("baseline for %s/%s unavailable: %s", ns, run_name, e)
-        if spec.baseline.source == "configMap":
-            return B.unavailable(str(e) if isinstance(e, B.BaselineError) else f"baseline: {e}"), history, acks
-        return None, history, acks
+# the suite's history, acks and accepts on the cluster (<suite>-history, <suite>-acks): controller/suite.py
+suite_acks, suite_inputs = S.suite_acks, S.suite_inputs
 
 
 def suspected_cases(api: Api, spec, ns: str, name: str, suite: str, cases, units, status, observed, now) -> list[str]:
@@ -229,6 +179,8 @@ def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) ->
     base, history, acks = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
     # the confirming re-runs (if any) are in the document: their verdicts are final (confirm=0)
     done = finalize.finalize(doc, baseline=base, history=history, acks=acks)
+    # the suite's history before the results ConfigMap (which says "written"): a retried finish replaces its entry
+    S.record_history(api, body, suite, doc, fallback=history)
     results_text = R.configmap_text(doc)  # trimmed to fit when the run is very large (says what it dropped)
     report_text = fit_report(done.report, json.loads(results_text).get(R.TRIM_NOTE_KEY), name)
     report_cm = K.build_configmap(
@@ -452,6 +404,10 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         if (ns, name, meta.get("uid")) not in config.handled:  # once per process: a restart between the
             release_jobs(api, ns, name)  # results and the release is caught up here
         notify_once(api, ns, body, status, config)
+        # accept/ack annotations, and acks written since the finish leave the change-point gauge (suite.py)
+        for type_, reason, message in S.tend_finished(api, body, suite_hint, config.metrics):
+            kopf.event(body, type=type_, reason=reason, message=message)
+            logger.info("%s: %s", reason, message)
         return
     if done and not status.get("total"):
         config.metrics.update(ns, name, suite_hint, status)

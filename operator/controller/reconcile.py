@@ -443,8 +443,11 @@ def finished_status(
     others = [
         c
         for c in status.get("conditions") or []
-        if c["type"] not in ("Ready", "RegressionDetected", "BaselineUnavailable")
+        if c["type"] not in ("Ready", "RegressionDetected", "BaselineUnavailable", "HistoryUnavailable")
     ]
+    problem = (results.get("history") or {}).get("problem")  # a garbage <suite>-history (controller/suite.py)
+    if problem:
+        others.append(condition(prev, "HistoryUnavailable", True, "HistoryUnreadable", problem[:1000], generation, t))
     base = results.get("baseline") or {}
     if base.get("source") == "unavailable":  # a pinned baseline that is missing or garbage (results/baseline.py)
         others.append(

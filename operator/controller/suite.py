@@ -216,7 +216,8 @@ def suite_history(
         if finished is None or (started is not None and finished > started):
             continue  # not finished, or ran alongside this run: not its predecessor
         docs.append(d)
-    return SuiteHistory(H.from_results(docs), "results ConfigMaps", problem, bool(docs))
+    doc = H.from_results(docs) or (H.empty(suite) if problem else None)  # a problem is said even with no runs
+    return SuiteHistory(doc, "results ConfigMaps", problem, bool(docs))
 
 
 def record_history(api: Api, body: dict, suite: str, results: dict, fallback: dict | None = None) -> str | None:
