@@ -107,6 +107,8 @@ OM_RESULT_POWER = "trainbench_result_power_watts"  # gauge{RESULT_LABELS}
 OM_RESULT_TOKENS_PER_JOULE = "trainbench_result_tokens_per_joule"  # gauge{RESULT_LABELS}
 OM_REGRESSION = "trainbench_result_regression"  # gauge{RESULT_LABELS + metric}: 1 when worse than threshold
 OM_CASE_FAILED = "trainbench_case_failed"  # gauge{RESULT_LABELS + reason}: 1 for each failed case
+# gauge{suite, case, model, type, pool, metric, direction, run}: unacknowledged change points of a suite's history
+OM_CHANGE_POINTS = "trainbench_change_points_unacknowledged"
 OM_RUN_COMPLETED = "trainbench_run_completion_timestamp_seconds"  # gauge{suite, run, phase}
 OM_CASE_PROGRESS = "trainbench_case_progress_ratio"  # gauge{suite, run, case, pool}: live, 0..1
 OM_RESULT_GEN_DECODE_TPS = "trainbench_result_generate_decode_tokens_per_second"  # gauge{RESULT_LABELS+batch_size}

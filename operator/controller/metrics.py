@@ -5,7 +5,7 @@
 - for each finished run, each case's results as gauges with contract.RESULT_LABELS
   (`trainbench_result_mfu_percent`, `..._tokens_per_second`, ...), `trainbench_case_failed{...,reason}`,
   `trainbench_result_regression{...,metric}` and `trainbench_run_completion_timestamp_seconds`;
-- `trainbench_change_points_unacknowledged{suite,case,metric,direction,run}`: per suite (its newest run with
+- `trainbench_change_points_unacknowledged{suite,case,model,type,pool,metric,direction,run}`: per suite (its newest run with
   results), case and metric, the change points of the suite's history (results/changepoints.py) that no ack
   covers; `direction` worse or better, `run` the first run after the newest of them. Set at each finish; an ack
   (`set_acks`: the operator re-reads the suite's acks) removes it.
@@ -26,7 +26,7 @@ from trainbench.operator.controller.reconcile import RUN_PHASES, TERMINAL_RUN_PH
 from trainbench.operator.results.changepoints import acknowledged as _acked
 from trainbench.trainer import contract as C
 
-OM_CHANGE_POINTS = "trainbench_change_points_unacknowledged"
+OM_CHANGE_POINTS = C.OM_CHANGE_POINTS
 HIGHER_IS_BETTER = {"tps", "mfu", "mfu_done", "tokens_per_joule"}  # the others (step time, memory): lower
 
 
@@ -136,7 +136,7 @@ class OperatorMetrics:
         g_cp = GaugeMetricFamily(
             OM_CHANGE_POINTS,
             "Unacknowledged change points of the suite's history (its newest run), per case and metric",
-            labels=["suite", "case", "metric", "direction", "run"],
+            labels=["suite", "case", "model", "type", "pool", "metric", "direction", "run"],
         )
         newest: dict[tuple[str, str], tuple[str, dict]] = {}
         for (ns, name), info in runs.items():
@@ -145,9 +145,12 @@ class OperatorMetrics:
                 if (ns, info["suite"]) not in newest or (stamp, name) > newest[(ns, info["suite"])]:
                     newest[(ns, info["suite"])] = (stamp, name)
         for (ns, suite), (_, name) in sorted(newest.items()):
-            points = open_change_points(runs[(ns, name)]["results"], acks.get((ns, suite)))
-            for (case, metric, way), slot in sorted(points.items()):
-                g_cp.add_metric([suite, case, metric, way, str(slot["run"])], float(slot["count"]))
+            results = runs[(ns, name)]["results"]
+            known = {c.get("id"): c for c in results.get("cases") or []}
+            for (case, metric, way), slot in sorted(open_change_points(results, acks.get((ns, suite))).items()):
+                info = known.get(case) or {}
+                labels = [suite, case, info.get("model", ""), info.get("type", ""), info.get("pool", "")]
+                g_cp.add_metric([*labels, metric, way, str(slot["run"])], float(slot["count"]))
         type_families = type_result_families(result_labels)
         run_counts = dict.fromkeys(RUN_PHASES, 0)
         case_counts = dict.fromkeys(C.CASE_PHASES, 0)

@@ -147,6 +147,9 @@ def operator_metrics(trainer):
     for case in doc["cases"]:
         if case["id"] == h100.id:
             case["verdicts"] = {"mfu": {"metric": "mfu", "status": "regression", "change_pct": -10.1}}
+    # change points of the suite's history (report.finalize puts them there): a slowdown and an improvement
+    point = {"case": h100.id, "metric": "tps", "run": "nightly-20261115-0200", "index": 8, "p_value": 1e-6}
+    doc["change_points"] = [{**point, "change_pct": -12.5}, {**point, "metric": "mfu", "change_pct": 9.0}]
     store = op_metrics.OperatorMetrics()
     completed = {"phase": "PartiallyFailed", "completedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
     store.update(NS, RUN, SUITE, completed, doc)
@@ -310,6 +313,7 @@ def test_chart_rules_load_and_fire_in_the_server(prometheus):
         alerts = _get(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
         names = {(a["labels"]["alertname"], a["state"]) for a in alerts}
         want = {("TrainbenchRegressionDetected", "firing"), ("TrainbenchCaseFailed", "firing")}
+        want.add(("TrainbenchChangePoint", "firing"))
         return want <= names and alerts
 
     alerts = _wait(firing, 30, "the regression and failure alerts to fire")
@@ -319,3 +323,6 @@ def test_chart_rules_load_and_fire_in_the_server(prometheus):
     assert "metric" not in by_name["TrainbenchRegressionDetected"] and by_name["TrainbenchRegressionDetected"]["case"]
     assert by_name["TrainbenchCaseFailed"]["reason"] == "OOMKilled"
     assert "TrainbenchRunFailed" not in by_name  # the run partially failed, it did not fail
+    # the slowdown only (the MFU change point is an improvement), one alert per case and metric
+    changed = [a["labels"] for a in alerts if a["labels"]["alertname"] == "TrainbenchChangePoint"]
+    assert [(a["metric"], a["pool"], a["run"]) for a in changed] == [("tps", "h100", "nightly-20261115-0200")]

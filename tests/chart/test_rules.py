@@ -41,6 +41,7 @@ def test_promtool_check_rules(tmp_path, groups):
         "TrainbenchCaseFailed",
         "TrainbenchRunFailed",
         "TrainbenchRunMissing",
+        "TrainbenchChangePoint",
     }
 
 

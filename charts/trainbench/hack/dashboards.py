@@ -276,6 +276,21 @@ def results_dashboard() -> dict:
     ps.append(
         panel(
             lay,
+            "table",
+            "Unacknowledged change points",
+            [target(f"{c.OM_CHANGE_POINTS}{{{RESULT_SEL}}} > 0", instant=True, fmt="table")],
+            w=24,
+            h=8,
+            desc="Change points of each suite's history (Apache Otava) that no ack covers: per case and metric, the "
+            "direction (worse/better) and the first run after the newest change. TrainbenchChangePoint fires on "
+            "the worse ones; `trainbench baseline ack RUN --suite SUITE` or `kubectl annotate br RUN "
+            "trainbench.dev/ack-change-points=all` acknowledges them (docs/verdicts.md).",
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True}}}],
+        )
+    )
+    ps.append(
+        panel(
+            lay,
             "timeseries",
             "Time since the last completed run",
             [target(f'time() - max by (suite) ({c.OM_RUN_COMPLETED}{{suite=~"$suite"}})', "{{suite}}")],

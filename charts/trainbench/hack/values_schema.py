@@ -377,7 +377,7 @@ schema = {
                     "type": "object",
                     "additionalProperties": False,
                     "properties": {
-                        k: {"enum": ["info", "warning", "critical"]} for k in ("regression", "failure", "missing")
+                        k: {"enum": ["info", "warning", "critical"]} for k in ("regression", "failure", "missing", "changePoint")
                     },
                 },
             },

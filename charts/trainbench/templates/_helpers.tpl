@@ -312,6 +312,14 @@ groups:
         annotations:
           summary: "trainbench: case {{`{{ $labels.case }}`}} failed ({{`{{ $labels.reason }}`}})"
           description: "Run {{`{{ $labels.run }}`}} of suite {{`{{ $labels.suite }}`}}: {{`{{ $labels.model }}`}} {{`{{ $labels.type }}`}} on pool {{`{{ $labels.pool }}`}} failed with reason {{`{{ $labels.reason }}`}}. kubectl describe benchmarkrun {{`{{ $labels.run }}`}}"
+      - alert: TrainbenchChangePoint
+        expr: |
+          max by (suite, case, model, type, pool, metric, run) (trainbench_change_points_unacknowledged{direction="worse"} > 0)
+        labels:
+          severity: {{ $a.severity.changePoint | default "warning" }}
+        annotations:
+          summary: "trainbench: {{`{{ $labels.metric }}`}} of case {{`{{ $labels.case }}`}} changed for the worse (suite {{`{{ $labels.suite }}`}})"
+          description: "The history of suite {{`{{ $labels.suite }}`}} has a change point: {{`{{ $labels.metric }}`}} of {{`{{ $labels.model }}`}} {{`{{ $labels.type }}`}} on pool {{`{{ $labels.pool }}`}} got worse from run {{`{{ $labels.run }}`}} on (the report names its commit and image). Once understood: trainbench baseline ack {{`{{ $labels.run }}`}} --suite {{`{{ $labels.suite }}`}} --case {{`{{ $labels.case }}`}} --metric {{`{{ $labels.metric }}`}}"
       - alert: TrainbenchRunFailed
         expr: |
           time() - max by (suite, run) (trainbench_run_completion_timestamp_seconds{phase="Failed"}) < {{ $lookback }}
