@@ -542,7 +542,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     else:
         if not args.suite:
             raise CliError("baseline: give --out DIR (a local results folder) or --suite SUITE (on the cluster)")
-        api = Api()
+        api = _api("record the ack")
         ns = args.namespace or api.namespace
         name = K.acks_configmap_name(args.suite)
         try:
