@@ -4,7 +4,12 @@ submit`, and `configmap/NAME` sources of the CLI) and the one place that finds t
 `connect()` finds the cluster the way kubectl does: an explicit kubeconfig or context (`--kubeconfig`,
 `--context`, or the KUBECONFIG variable) first, else the pod's service account (in-cluster), else
 ~/.kube/config. The default namespace follows: the service account's, else the active context's, else
-`default`. Objects go in and come out as plain JSON dicts."""
+`default`. Objects go in and come out as plain JSON dicts.
+
+Every call has a client-side timeout (`_request_timeout`, issue 19): (connect, read) seconds, default
+`DEFAULT_REQUEST_TIMEOUT` (5, 30), overridden by `TRAINBENCH_API_TIMEOUT` ("READ" or "CONNECT,READ" seconds,
+read at each call). A request whose answer does not come raises (urllib3's timeout errors), so a hung API server
+costs the operator one tick, never holds it."""
 
 from __future__ import annotations
 
@@ -31,7 +36,45 @@ def choose(kubeconfig: str | None = None, context: str | None = None) -> None:
 
 
 class ClientError(RuntimeError):
-    """No cluster to talk to (no kubernetes package, no kubeconfig, no service account)."""
+    """No cluster to talk to (no kubernetes package, no kubeconfig, no service account), or a bad setting."""
+
+
+DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)  # seconds: (connect, read) of every API call
+TIMEOUT_ENV = "TRAINBENCH_API_TIMEOUT"
+
+
+def request_timeout() -> tuple[float, float]:
+    """(connect, read) seconds for an API call: TRAINBENCH_API_TIMEOUT ("READ" or "CONNECT,READ"), read now,
+    else DEFAULT_REQUEST_TIMEOUT. A value that is not one or two positive numbers raises ClientError."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_REQUEST_TIMEOUT
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not all(0 < x < 86400 for x in parts):
+        raise ClientError(f'{TIMEOUT_ENV}={text!r}: want "READ" or "CONNECT,READ" seconds, each more than 0')
+    return (DEFAULT_REQUEST_TIMEOUT[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+class _Timed:
+    """A kubernetes API object (CoreV1Api, ...) whose every call carries `_request_timeout` (request_timeout(),
+    read at the call) unless the caller passes its own."""
+
+    def __init__(self, target) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._target, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def call(*args, **kwargs):
+            kwargs.setdefault("_request_timeout", request_timeout())
+            return attr(*args, **kwargs)
+
+        return call
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None) -> tuple[object, str]:
@@ -67,11 +110,13 @@ class Api:
     """The API calls trainbench makes (kubernetes client; JSON dicts in and out)."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        request_timeout()  # a bad TRAINBENCH_API_TIMEOUT is said once, at the start, not on every call
         client, self.namespace = connect(kubeconfig, context)
         self.client = client
-        self.core = client.CoreV1Api()
-        self.batch = client.BatchV1Api()
-        self.custom = client.CustomObjectsApi()
+        # every call through these has a client-side timeout: a hung request becomes an error, never a held tick
+        self.core = _Timed(client.CoreV1Api())
+        self.batch = _Timed(client.BatchV1Api())
+        self.custom = _Timed(client.CustomObjectsApi())
         self._served: dict[tuple[str, str, str], tuple[float, bool]] = {}
 
     @staticmethod

@@ -29,7 +29,7 @@ from trainbench.operator.api import GROUP, PLURAL, VERSION, SpecError, parse_spe
 from trainbench.operator.clock import iso, now
 from trainbench.operator.controller import failures, publish, reconcile, webhook
 from trainbench.operator.controller import suite as S
-from trainbench.operator.controller.client import Api, api_message
+from trainbench.operator.controller.client import Api, api_message, request_timeout
 from trainbench.operator.controller.metrics import OperatorMetrics
 from trainbench.operator.plan import plan, with_repeats
 from trainbench.operator.report import finalize
@@ -113,7 +113,7 @@ def observe(api: Api, body: dict, config: Config, jobsets: bool = False) -> reco
     observed = reconcile.Observed(jobs=jobs, pods=pods, jobsets=jobset_objs, jobset_api=jobset_api)
     if any(failures.unschedulable(p) for group in pods.values() for p in group):
         observed.nodes = list_nodes(api)  # only when a pod waits for a node: can any node ever run it?
-    observed.results = observe_results(api, ns, body)
+    observed.results = observe_results(api, ns, body, observed.written)
     queue = (body.get("spec") or {}).get("queueName")
     if queue:  # hostile input (issue 19): a missing Kueue queue is said, not waited on silently
         observed.queue_missing = queue_problem(api, ns, queue, config.discovery_ttl)
@@ -171,11 +171,19 @@ def suspected_cases(api: Api, spec, ns: str, name: str, suite: str, cases, units
     return [c["id"] for c in V.suspected(V.apply(doc, base, confirm=spec.confirm))]
 
 
-def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) -> finalize.Finished:
+def write_results(
+    api: Api, body: dict, doc: dict, spec, ns: str, suite: str, written: dict | None = None
+) -> finalize.Finished:
     """Finish a results document (report.finalize, with the suite's baseline and history from the cluster)
     and write the `<run>-report` and then the `<run>-results` ConfigMap: the results ConfigMap existing is
-    what says the run is written (the reconciler observes it)."""
+    what says the run is written (the reconciler observes it). A name held by an object this run does not own
+    is never overwritten: the run's own ConfigMap gets reconcile.own_configmap_name instead, and `written`
+    (when given) receives the names used and why ("results", "report", "foreign": messages)."""
     name = body["metadata"]["name"]
+    written = {} if written is None else written
+    report_name, why = configmap_name(api, ns, body, K.report_configmap_name(name))
+    results_name, why2 = configmap_name(api, ns, body, K.results_configmap_name(name))
+    written.update(results=results_name, report=report_name, foreign=[w for w in (why2, why) if w])
     base, history, acks = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
     # the confirming re-runs (if any) are in the document: their verdicts are final (confirm=0)
     done = finalize.finalize(doc, baseline=base, history=history, acks=acks)
@@ -183,14 +191,30 @@ def write_results(api: Api, body: dict, doc: dict, spec, ns: str, suite: str) ->
     S.record_history(api, body, suite, doc, fallback=history)
     results_text = R.configmap_text(doc)  # trimmed to fit when the run is very large (says what it dropped)
     report_text = fit_report(done.report, json.loads(results_text).get(R.TRIM_NOTE_KEY), name)
-    report_cm = K.build_configmap(
-        body, K.report_configmap_name(name), {R.REPORT_KEY: report_text}, namespace=ns, suite=suite
-    )
+    report_cm = K.build_configmap(body, report_name, {R.REPORT_KEY: report_text}, namespace=ns, suite=suite)
     write_owned(api, body, report_cm)
-    drop_partial(api, ns, K.report_configmap_name(name))
+    drop_partial(api, ns, report_name)
     data = {R.CONFIGMAP_KEY: results_text}
-    write_owned(api, body, K.build_configmap(body, K.results_configmap_name(name), data, namespace=ns, suite=suite))
+    write_owned(api, body, K.build_configmap(body, results_name, data, namespace=ns, suite=suite))
     return done
+
+
+def configmap_name(api: Api, ns: str, body: dict, name: str) -> tuple[str, str | None]:
+    """The name this run's ConfigMap `name` goes under: `name`, unless an object this run does not own holds it
+    (a user's ConfigMap, another run's): then reconcile.own_configmap_name, with a message saying so."""
+    own, why, _ = _configmap_slot(api, ns, body, name)
+    return own, why
+
+
+def _configmap_slot(api: Api, ns: str, body: dict, name: str) -> tuple[str, str | None, dict | None]:
+    """configmap_name, and the run's own ConfigMap under `name` when it is there (saves reading it again)."""
+    existing = api.read_configmap(ns, name)
+    if not existing or _owned(existing, body):
+        return name, None, existing
+    own = reconcile.own_configmap_name(name, body["metadata"].get("uid") or "")
+    owners = [f"{o.get('kind')}/{o.get('name')}" for o in existing["metadata"].get("ownerReferences") or []]
+    why = f"configmap/{name} exists and belongs to {', '.join(owners) or 'no BenchmarkRun'}: not overwritten; "
+    return own, why + f"this run's is configmap/{own}", None
 
 
 class NotOwnedError(RuntimeError):
@@ -242,20 +266,30 @@ def write_partial_report(api: Api, body: dict, doc: dict, spec, ns: str, suite: 
     base, history, acks = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
     done = finalize.finalize(doc, baseline=base, history=history, acks=acks)
     data = {R.REPORT_KEY: done.report, PARTIAL_KEY: R.configmap_text(doc)}
-    write_owned(api, body, K.build_configmap(body, K.report_configmap_name(name), data, namespace=ns, suite=suite))
+    report_name, _ = configmap_name(api, ns, body, K.report_configmap_name(name))
+    write_owned(api, body, K.build_configmap(body, report_name, data, namespace=ns, suite=suite))
 
 
-def observe_results(api: Api, ns: str, body: dict) -> dict | None:
-    """The results document in the run's own results ConfigMap; None when there is none, or when the
-    ConfigMap of that name belongs to another object (a deleted run's namesake)."""
-    cm = api.read_configmap(ns, K.results_configmap_name(body["metadata"]["name"]))
+def observe_results(api: Api, ns: str, body: dict, written: dict | None = None) -> dict | None:
+    """The results document in the run's own results ConfigMap; None when there is none. When the ConfigMap
+    of that name belongs to another object (a user's, a deleted run's namesake), the run's own is the one
+    under reconcile.own_configmap_name. `written` (when given and the results are there) receives the names
+    of the run's results and report ConfigMaps and why they are not the usual ones (write_results)."""
+    name = body["metadata"]["name"]
+    results_name, why, cm = _configmap_slot(api, ns, body, K.results_configmap_name(name))
+    if why:  # the usual name is taken: the run's own is under the other
+        cm = api.read_configmap(ns, results_name)
     if not cm or not _owned(cm, body):
         return None
     text = (cm.get("data") or {}).get(R.CONFIGMAP_KEY)
     try:
-        return json.loads(text) if text else None
+        doc = json.loads(text) if text else None
     except ValueError:
         return None
+    if doc is not None and written is not None:
+        report_name, why_report = configmap_name(api, ns, body, K.report_configmap_name(name))
+        written.update(results=results_name, report=report_name, foreign=[w for w in (why, why_report) if w])
+    return doc
 
 
 def _owned(obj: dict, body: dict) -> bool:
@@ -445,17 +479,29 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
     )
     new = out.status
     # launch: the create is the only launch path and the Job's name is the case's; a 409 means it exists
-    # (launched before a restart, or a create that timed out after it succeeded): that is success
+    # (launched before a restart, or a create that timed out after it succeeded): that is success. A refusal
+    # (a 4xx: invalid, denied by an admission policy) ends the case with the server's message; anything else
+    # (5xx, a timeout) takes the launch back and the next tick retries it
+    refused: dict[str, str] = {}
     for case_id, objs in out.launches.items():
+        obj = objs[0]
         try:
             for obj in objs:
                 if api.create(obj):
                     logger.info("created %s %s", obj["kind"], obj["metadata"]["name"])
         except Exception as e:  # noqa: BLE001 - not launched: the status must not say it was
-            why = api_message(e)
+            why, code = api_message(e), getattr(e, "status", None)
+            if isinstance(e, api.client.ApiException) and reconcile.is_refusal(code, why):
+                what = f"{obj['kind']} {obj['metadata']['name']}"
+                refused[case_id] = f"the API server refused {what} ({code} {e.reason}): {why}"
+                logger.warning("case %s: %s", case_id, refused[case_id])
+                continue
             logger.warning("case %s: launch failed, retried next tick: %s", case_id, why)
             reconcile.unlaunch(new, case_id, why)
             out.events = [ev for ev in out.events if not (ev[1] == "CaseLaunched" and f"case {case_id}:" in ev[2])]
+    if refused:  # those cases end now (never relaunched), and the run's counts and conditions say so
+        reconcile.refuse(out, body, spec, observed, refused, t)
+        new = out.status
     if status.get("confirm") is not None:  # decided once; the reconciler's status does not carry it
         new["confirm"] = status["confirm"]
     elif out.write_results and spec.confirm > 0 and not spec.cancel:
@@ -490,14 +536,16 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         doc = observed.results
     elif out.write_results:
         try:
-            write_results(api, body, doc, spec, ns, suite)
+            write_results(api, body, doc, spec, ns, suite, observed.written)
         except Exception as e:  # noqa: BLE001 - the status says the results are not written; next tick again
             logger.warning("writing the results failed, retried next tick: %s", api_message(e))
             doc = None
         else:
-            new = reconcile.finished_status(status, new, name, generation, doc, t)
+            new = reconcile.finished_status(status, new, name, generation, doc, t, observed.written)
             where = f"results in configmap/{new['resultsConfigMap']}, report in configmap/{new['reportConfigMap']}"
             out.events.append(("Normal", "ResultsWritten", where))
+            for why in observed.written.get("foreign") or []:  # a name held by another object: not overwritten
+                out.events.append(("Warning", "ConfigMapNotOwned", why))
             for c in doc.get("cases") or []:
                 state = (c.get("verdict") or {}).get("state")
                 if state in ("confirmed", "cleared") and (new.get("confirm") or {}).get(c["id"]):
@@ -543,6 +591,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         settings.posting.level = logging.WARNING  # our own Events say what happened; kopf's only on trouble
         settings.watching.server_timeout = config.watch_server_timeout
         settings.watching.client_timeout = config.watch_client_timeout
+        connect_s, read_s = request_timeout()  # kopf's own calls (events, its annotations) time out too
+        settings.networking.connect_timeout = connect_s
+        settings.networking.request_timeout = connect_s + read_s
         settings.execution.max_workers = 8
 
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.interval, id="reconcile")

@@ -108,11 +108,13 @@ def publish_once(api: Api, ns: str, body: dict, cm: dict, doc: dict | None) -> s
             return json.loads(annotations[A_PUBLISHED]).get("reportUrl") or fallback
         except ValueError:
             return fallback
-    report_cm = api.read_configmap(ns, K.report_configmap_name(name)) or {}
+    # the status names the run's own report (another name when the usual one belongs to another object)
+    report_name = (body.get("status") or {}).get("reportConfigMap") or K.report_configmap_name(name)
+    report_cm = api.read_configmap(ns, report_name) or {}
     report = (report_cm.get("data") or {}).get(R.REPORT_KEY)
     try:
         if report is None:
-            raise P.PublishError(f"configmap {K.report_configmap_name(name)} has no {R.REPORT_KEY}")
+            raise P.PublishError(f"configmap {report_name} has no {R.REPORT_KEY}")
         auth = read_auth(api, ns, (publish.get("secretRef") or {}).get("name"))
         pr = publish.get("pullRequest")
         date = (clock.parse_time(doc.get("completed_at") or doc.get("started_at")) or clock.now()).strftime("%Y-%m-%d")

@@ -8,6 +8,7 @@ delta), and `events` are the transitions between the previous status and this on
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,6 +24,7 @@ from trainbench.operator.results.document import result_problem
 from trainbench.operator.results.verdict import regressions
 
 JOB_DELETED = "JobDeleted"  # a case's Job (JobSet) was deleted before its result was collected
+CREATE_REFUSED = "CreateRefused"  # the API server refused to create a case's Job/Service/JobSet (a 4xx)
 RESULT_FINALIZER = "trainbench.dev/result"  # on a case's Job (JobSet) until the run's results are written
 TERMINAL_CASE_PHASES = ("Succeeded", "Failed", "MetricsUnavailable", "Skipped", "Cancelled")
 RUN_PHASES = get_args(RunPhase)  # declared once, with the CRD's status enum (api.py)
@@ -48,6 +50,9 @@ class Observed:
     # hostile input (issue 19): why spec.queueName's Kueue LocalQueue cannot admit the run's Jobs (None: it exists,
     # or that is not known); said as condition QueueAvailable=False instead of waiting silently
     queue_missing: str | None = None
+    # the names of the run's results and report ConfigMaps when its results are there ("results", "report"), and
+    # ("foreign") why one is not the usual name: that name is held by an object this run does not own
+    written: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -131,7 +136,6 @@ def reconcile(
     pod_defaults: dict | None = None,
 ) -> Outcome:
     t = iso(now)
-    generation = int(run["metadata"].get("generation") or 1)
     prev_status = run.get("status") or {}
     prev_cases = {c.get("id"): c for c in prev_status.get("cases") or []}
     pools = {p.name: p for p in spec.pools}
@@ -320,6 +324,49 @@ def reconcile(
             entry["message"] = f"created {what}"
             out.events.append(("Normal", "CaseLaunched", f"case {case.id}: created {what} on pool {case.pool}"))
 
+    _summarize(out, entries, run, spec, observed, now)
+    return out
+
+
+def refuse(out: Outcome, run: dict, spec: BenchmarkRunSpec, observed: Observed, refused: dict[str, str], now: datetime):
+    """Cases whose objects the API server refused to create (a 4xx other than a conflict: `is_refusal`) end here:
+    Failed with reason CreateRefused and the server's message, never launched again (a case that ended stays
+    ended); the run's status is recounted, a CreateRefused condition names them, and their launch events become
+    the transition events (a Warning CreateRefused per case). `refused`: case id -> what was refused and why."""
+    t = iso(now)
+    entries = out.status.get("cases") or []
+    for entry in entries:
+        if entry.get("id") in refused:
+            entry.update(phase="Failed", reason=CREATE_REFUSED, message=refused[entry["id"]][:1500])
+            entry["finishedAt"] = t
+            for key in PROGRESS_FIELDS.values():
+                entry.pop(key, None)
+    names = {o["metadata"]["name"] for cid in refused for o in out.launches.get(cid, [])}
+    out.launches = {cid: objs for cid, objs in out.launches.items() if cid not in refused}
+    out.create = [o for o in out.create if o["metadata"]["name"] not in names]
+    out.events = [
+        ev for ev in out.events if ev[1] == "CaseLaunched" and not any(f"case {cid}:" in ev[2] for cid in refused)
+    ]
+    _summarize(out, entries, run, spec, observed, now)
+
+
+def is_refusal(code: int | None, message: str = "") -> bool:
+    """Whether an API error on a create says the object will never be accepted as it is (a 4xx: invalid,
+    forbidden by RBAC or an admission policy, ...), not a passing condition: a conflict (409: it exists), too
+    many requests (429), a request timeout (408) and an exceeded ResourceQuota (403 "exceeded quota": it waits
+    for room) are retried."""
+    if code is None or not 400 <= code < 500 or code in (408, 409, 429):
+        return False
+    return not (code == 403 and "exceeded quota" in message)
+
+
+def _summarize(out: Outcome, entries: list[dict], run: dict, spec: BenchmarkRunSpec, observed: Observed, now):
+    """The run's status from its case entries (counts, phase, conditions), set on `out` with the transition
+    events and whether the results (or a partial report) are to be written now."""
+    t = iso(now)
+    generation = int(run["metadata"].get("generation") or 1)
+    prev_status = run.get("status") or {}
+    run_name = run["metadata"]["name"]
     counts = {p: 0 for p in ("Pending", "Running", "Succeeded", "Failed", "MetricsUnavailable", "Skipped", "Cancelled")}
     for e in entries:
         counts[e["phase"]] = counts.get(e["phase"], 0) + 1
@@ -371,6 +418,10 @@ def reconcile(
             t,
         ),
     ]
+    refused = [e for e in entries if e.get("reason") == CREATE_REFUSED]
+    if refused:  # objects the API server will not accept: said on the run, not retried (refuse)
+        text = "; ".join(f"case {e['id']}: {(e.get('message') or '').splitlines()[0][:300]}" for e in refused)
+        conditions.append(condition(prev_conditions, "CreateRefused", True, "Refused", text[:2000], generation, t))
     if spec.queue_name:  # a LocalQueue that does not exist never admits: say so (handlers.queue_problem)
         conditions.append(
             condition(
@@ -412,21 +463,30 @@ def reconcile(
         phase == "Suspended" and prev_status.get("phase") != "Suspended" and done > 0 and observed.results is None
     )
     if out.all_ended and observed.results is not None:
-        status = finished_status(prev_status, status, run_name, generation, observed.results, now)
+        status = finished_status(prev_status, status, run_name, generation, observed.results, now, observed.written)
     out.status = status  # with write_results: final once the caller has written them (finished_status)
     out.events += transitions(prev_status, status)
     return out
 
 
 def finished_status(
-    prev_status: dict, status: dict, run_name: str, generation: int, results: dict, now: datetime
+    prev_status: dict,
+    status: dict,
+    run_name: str,
+    generation: int,
+    results: dict,
+    now: datetime,
+    written: dict | None = None,
 ) -> dict:
     """The status of a run whose results ConfigMap exists (observed): where results and report are, when the
     run completed (the results' finished_at, so a status rebuilt on a later tick is the same), the number of
-    regressions, Ready=True and RegressionDetected."""
+    regressions, Ready=True and RegressionDetected. `written` (Observed.written): the ConfigMaps' names when
+    one is not the usual (held by an object the run does not own: condition ConfigMapNotOwned says so)."""
     t = iso(now)
+    written = written or {}
     found = regressions(results)
-    cm_results, cm_report = K.results_configmap_name(run_name), K.report_configmap_name(run_name)
+    cm_results = written.get("results") or K.results_configmap_name(run_name)
+    cm_report = written.get("report") or K.report_configmap_name(run_name)
     where = f"results in configmap/{cm_results}, report in configmap/{cm_report}"
     prev = prev_status.get("conditions") or []
     ready = condition(prev, "Ready", True, "ResultsWritten", where, generation, t)
@@ -444,7 +504,11 @@ def finished_status(
         c
         for c in status.get("conditions") or []
         if c["type"] not in ("Ready", "RegressionDetected", "BaselineUnavailable", "HistoryUnavailable")
+        and c["type"] != "ConfigMapNotOwned"
     ]
+    if written.get("foreign"):  # the usual names were taken: never overwritten, the run wrote its own
+        text = "; ".join(written["foreign"])[:2000]
+        others.append(condition(prev, "ConfigMapNotOwned", True, "NameTaken", text, generation, t))
     problem = (results.get("history") or {}).get("problem")  # a garbage <suite>-history (controller/suite.py)
     if problem:
         others.append(condition(prev, "HistoryUnavailable", True, "HistoryUnreadable", problem[:1000], generation, t))
@@ -464,6 +528,13 @@ def finished_status(
         "regressions": int((results.get("summary") or {}).get("regressions") or len({c["id"] for c, _ in found})),
         "conditions": [ready, *others, regressed],
     }
+
+
+def own_configmap_name(name: str, uid: str) -> str:
+    """The name a run's ConfigMap `name` goes under when an object the run does not own holds `name`: `name`
+    and a hash of the run's uid (at most 253 characters), a name no other run derives."""
+    suffix = "-" + hashlib.sha256(uid.encode()).hexdigest()[:8]
+    return name[: 253 - len(suffix)].rstrip("-.") + suffix
 
 
 def checked_result(pod: dict | None) -> tuple[dict | None, str | None]:

@@ -19,7 +19,7 @@ import kopf
 from pydantic import ValidationError
 
 from trainbench.operator.api import PodTemplate
-from trainbench.operator.controller import handlers, metrics
+from trainbench.operator.controller import client, handlers, metrics
 from trainbench.operator.crd import crd_yaml
 from trainbench.trainer.contract import OPERATOR_METRICS_PORT
 
@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"trainbench operator: {ENV_POD_DEFAULTS}: {e}", file=sys.stderr)
             return 2
+    try:  # the API calls' client-side timeout (controller/client.py); a bad value is said now, once
+        client.request_timeout()
+    except client.ClientError as e:
+        print(f"trainbench operator: {e}", file=sys.stderr)
+        return 2
     if args.unschedulable_grace is not None:
         config.unschedulable_grace_s = args.unschedulable_grace
     if args.image_pull_grace is not None:

@@ -371,6 +371,13 @@ def test_the_operator_never_overwrites_a_configmap_it_does_not_own(cluster, kube
     assert len(done["resultsConfigMap"]) <= 253 and kubectl.get_json("configmap", done["reportConfigMap"])["data"]
     (job,) = kubectl.get_json("jobs", "-l", K.run_selector(long_name))["items"]
     assert job["metadata"]["name"].startswith("r1aaa") and len(job["metadata"]["name"]) <= 63
-    wait_for(lambda: "mine-report exists and belongs to" in operator.log(), 240, "the refusal to overwrite")
+    # a ConfigMap of the name the run writes that it does not own: never overwritten, said, the run still finishes
+    mine = wait_for(
+        lambda: (r := kubectl.get_json("br", "mine")).get("status", {}).get("resultsConfigMap") and r, 240, "mine"
+    )
     assert kubectl.get_json("configmap", "mine-report")["data"] == {"report.md": "a user's own ConfigMap"}
-    assert not (kubectl.get_json("br", "mine").get("status") or {}).get("resultsConfigMap")
+    own = reconcile.own_configmap_name("mine-report", mine["metadata"]["uid"])
+    assert mine["status"]["reportConfigMap"] == own and mine["status"]["resultsConfigMap"] == "mine-results"
+    assert "report.md" in kubectl.get_json("configmap", own)["data"]
+    cond = {c["type"]: c for c in mine["status"]["conditions"]}["ConfigMapNotOwned"]
+    assert "configmap/mine-report exists and belongs to no BenchmarkRun: not overwritten" in cond["message"]

@@ -172,6 +172,53 @@ def test_launches_are_recorded_only_for_objects_that_exist():
     assert entry["phase"] == "Pending" and "startedAt" not in entry and "500" in entry["message"]
 
 
+def test_a_refused_create_ends_the_case_and_is_never_relaunched():
+    spec = _spec()
+    cases = plan(spec)
+    run = copy.deepcopy(RUN)
+    out = reconcile.reconcile(run, spec, cases, reconcile.Observed(), now=NOW, namespace="b")
+    refused = {cases[0].id: "the API server refused Job j (422 Invalid): denied by policy p"}
+    reconcile.refuse(out, run, spec, reconcile.Observed(), refused, NOW)
+    entry = out.status["cases"][0]
+    assert (entry["phase"], entry["reason"]) == ("Failed", reconcile.CREATE_REFUSED) and "policy p" in entry["message"]
+    assert cases[0].id not in out.launches and out.status["failed"] == 1 and out.status["pending"] == len(cases) - 1
+    cond = next(c for c in out.status["conditions"] if c["type"] == "CreateRefused")
+    assert cond["status"] == "True" and "policy p" in cond["message"]
+    assert ("Warning", "CreateRefused") in {(e[0], e[1]) for e in out.events}
+    assert not any(e[1] == "CaseLaunched" and cases[0].id in e[2] for e in out.events)
+    # the next tick: the case stays ended (its Job never existed), nothing launches it again
+    run["status"] = out.status
+    again = reconcile.reconcile(run, spec, cases, reconcile.Observed(), now=NOW, namespace="b")
+    assert cases[0].id not in again.launches and again.status["cases"][0]["reason"] == reconcile.CREATE_REFUSED
+
+
+@pytest.mark.parametrize(
+    "code, message, refusal",
+    [
+        (422, "Job.batch is invalid", True),
+        (400, "bad request", True),
+        (403, 'admission webhook "x" denied the request', True),
+        (403, "jobs.batch is forbidden: User cannot create resource", True),
+        (404, "namespaces not found", True),
+        (403, "exceeded quota: gpu", False),
+        (409, "already exists", False),
+        (429, "too many requests", False),
+        (408, "timeout", False),
+        (500, "internal error", False),
+        (None, "timed out", False),
+    ],
+)
+def test_what_is_a_refusal(code, message, refusal):
+    assert reconcile.is_refusal(code, message) is refusal
+
+
+def test_own_configmap_names():
+    a, b = reconcile.own_configmap_name("r-results", "uid-1"), reconcile.own_configmap_name("r-results", "uid-2")
+    assert a != b and a.startswith("r-results-") and len(a) == len("r-results") + 9
+    long = reconcile.own_configmap_name("x" * 253, "uid-1")
+    assert len(long) == 253
+
+
 class _ApiException(Exception):
     def __init__(self, status, body="{}"):
         self.status, self.reason, self.body = status, "x", body

@@ -31,7 +31,8 @@ VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
 def _status_response(code: int, message: str):
-    reasons = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+    reasons = {403: "Forbidden", 409: "Conflict", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
+    reasons.update({503: "ServiceUnavailable", 504: "Timeout"})
     body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message}
     body.update(reason=reasons.get(code, "BadRequest"), code=code)
     return aiohttp.web.json_response(body, status=code)
@@ -138,15 +139,37 @@ class KubeSim(kmock.KubernetesEmulator):
         rule = None
         if self.faults is not None:
             watch = raw_request.query.get("watch") in ("true", "1")
-            rule = self.faults.pick(raw_request.method, raw_request.path, watch)
+            name = await self._request_name(raw_request) if self.faults.wants_names() else None
+            agent = raw_request.headers.get("User-Agent", "")
+            rule = self.faults.pick(raw_request.method, raw_request.path, watch, name, agent)
         if rule is not None and rule.kind == "slow":
             await asyncio.sleep(rule.delay)
+        elif rule is not None and rule.kind == "hang":  # no answer: the client's timeout must give up first
+            loop = asyncio.get_running_loop()
+            until = loop.time() + (rule.delay or 3600.0)
+            while loop.time() < until and raw_request.transport is not None and not raw_request.transport.is_closing():
+                await asyncio.sleep(0.1)  # until the client gives up (closes the connection)
+            return _status_response(504, f"injected fault: no answer to {raw_request.path}")
         elif rule is not None and rule.kind == "error":
-            return _status_response(rule.status, f"injected fault: {rule.status} on {raw_request.path}")
+            text = rule.message or f"injected fault: {rule.status} on {raw_request.path}"
+            return _status_response(rule.status, text)
         response = await self._serve(raw_request)
         if rule is not None and rule.kind == "lost":  # carried out, but the answer is an error
             return _status_response(rule.status, f"injected fault: the answer to {raw_request.path} was lost")
         return response
+
+    @staticmethod
+    async def _request_name(raw_request) -> str | None:
+        """The name of the object a request is about: a create's body (read once; aiohttp keeps it for KMock),
+        else the path's segment after the resource."""
+        if raw_request.method == "POST":
+            try:
+                body = json.loads(await raw_request.read() or b"{}")
+                return ((body.get("metadata") or {}).get("name")) if isinstance(body, dict) else None
+            except ValueError:
+                return None
+        m = re.search(r"/namespaces/[^/]+/[^/]+/([^/]+)", raw_request.path)
+        return m.group(1) if m else None
 
     async def _serve_watch(self, request):
         """KMock's watch stream, each event held back `faults.watch_lag` seconds (from when it happened)."""

@@ -2,10 +2,13 @@
 that the Job controller and kubelet consult for what a real cluster does to Jobs and pods behind the operator's
 back.
 
-- API faults (`Rule`): an error answer (409, 500, 503, ... with a Kubernetes Status body), a slow answer (the
-  request waits `delay` seconds first), or a lost answer (the request is carried out, then answered 500: a
-  create that "failed" but did create). Rules match the HTTP method and a regular expression on the path;
-  each fires with probability `p` (a seeded random.Random, so a campaign is repeatable), at most `times`.
+- API faults (`Rule`): an error answer (409, 500, 503, ... with a Kubernetes Status body; `message` replaces
+  the default text, e.g. an admission webhook's or a ValidatingAdmissionPolicy's denial), a slow answer (the
+  request waits `delay` seconds first), a hung one (`hang`: no answer for `delay` seconds, default an hour,
+  then 504 without carrying it out: the client's own timeout must give up first), or a lost answer (the
+  request is carried out, then answered 500: a create that "failed" but did create). Rules match the HTTP
+  method, a regular expression on the path and (`name`) one on the object's name (a create's body, else the
+  path); each fires with probability `p` (a seeded random.Random, so a campaign is repeatable), at most `times`.
   Watch requests are never failed (kopf re-lists on its own schedule); they can lag instead:
 - `watch_lag` (seconds): every watch event of the resources in `lag_resources` is streamed that much later,
   so a watcher's copy of an object lags behind the API server (the API read is current); `enabled` does
@@ -28,17 +31,21 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Rule:
-    kind: str  # "error" | "slow" | "lost"
+    kind: str  # "error" | "slow" | "hang" | "lost"
     path: str = ""  # a regular expression searched in the request path
     methods: tuple[str, ...] = ()  # HTTP methods; () any
     status: int = 500  # the error's code ("error", "lost")
-    delay: float = 0.0  # seconds ("slow")
+    delay: float = 0.0  # seconds ("slow"; "hang": 3600 when 0)
+    name: str = ""  # a regular expression matched (fullmatch) on the object's name; "" any
+    message: str | None = None  # the error's message (default: "injected fault: ...")
     p: float = 1.0  # probability of firing on a matching request
     times: int | None = None  # fire at most this often (None: no limit)
     fired: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, name: str | None = None) -> bool:
         if self.methods and method not in self.methods:
+            return False
+        if self.name and (name is None or re.fullmatch(self.name, name) is None):
             return False
         return not self.path or re.search(self.path, path) is not None
 
@@ -61,6 +68,7 @@ class FaultPlan:
     job_ttl: float | None = None
     fake_trainer: Callable[[dict], tuple[str, int, float] | None] | None = None
     enabled: bool = True  # API faults and watch lag on (the TTL controller and stand-in trainers always act)
+    spared: tuple[str, ...] = ("kubectl/",)  # User-Agent prefixes never faulted: the tests' own kubectl
     injected: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -71,16 +79,21 @@ class FaultPlan:
         self.rules.append(rule)
         return rule
 
-    def pick(self, method: str, path: str, watch: bool) -> Rule | None:
-        """The rule that fires on this request, if any (watches: never)."""
-        if not self.enabled or watch:
+    def wants_names(self) -> bool:
+        """Some rule matches on object names (the API server then reads a create's body before picking)."""
+        return any(rule.name for rule in self.rules)
+
+    def pick(self, method: str, path: str, watch: bool, name: str | None = None, agent: str = "") -> Rule | None:
+        """The rule that fires on this request, if any (watches and `spared` clients: never). `name`: the
+        object's name; `agent`: the request's User-Agent."""
+        if not self.enabled or watch or agent.startswith(self.spared):
             return None
         for rule in self.rules:
             if rule.times is not None and rule.fired >= rule.times:
                 continue
-            if rule.matches(method, path) and self.rng.random() < rule.p:
+            if rule.matches(method, path, name) and self.rng.random() < rule.p:
                 rule.fired += 1
-                what = "slow" if rule.kind == "slow" else f"{rule.kind} {rule.status}"
+                what = rule.kind if rule.kind in ("slow", "hang") else f"{rule.kind} {rule.status}"
                 self.injected[f"{what} {method} {_plural(path)}"] += 1
                 return rule
         return None
