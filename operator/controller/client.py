@@ -282,6 +282,19 @@ class Api:
                 raise
 
 
+def transient(e: BaseException) -> bool:
+    """Whether an error from an API call is trouble of the moment (a 5xx, 429, 408, a timeout, a connection that
+    failed): the call is to be retried later, never read as an answer (no object, no baseline, no history)."""
+    status = getattr(e, "status", None)
+    if type(e).__name__ == "ApiException":
+        return not status or status in (408, 429) or status >= 500
+    try:
+        import urllib3
+    except ImportError:  # pragma: no cover - urllib3 comes with the kubernetes package
+        return isinstance(e, (TimeoutError, ConnectionError))
+    return isinstance(e, (urllib3.exceptions.HTTPError, TimeoutError, ConnectionError))
+
+
 def api_message(e: Exception) -> str:
     """The API server's own message of an ApiException (its `reason` when the body says nothing)."""
     try:

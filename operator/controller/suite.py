@@ -27,7 +27,7 @@ from trainbench.operator import clock
 from trainbench.operator import kube as K
 from trainbench.operator.api import GROUP, PLURAL, VERSION
 from trainbench.operator.clock import parse_time
-from trainbench.operator.controller.client import Api
+from trainbench.operator.controller.client import Api, transient
 from trainbench.operator.results import baseline as B
 from trainbench.operator.results import document as R
 from trainbench.operator.results import history as H
@@ -130,6 +130,8 @@ def suite_acks(api: Api, ns: str, suite: str) -> list[dict]:
         cm = api.read_configmap(ns, name)
         return parse_acks(((cm or {}).get("data") or {}).get(ACKS_KEY), f"configmap/{name}")
     except Exception as e:  # noqa: BLE001 - unreadable acks: nothing acknowledged, said in the log
+        if transient(e):  # API trouble of the moment (issue 19): the caller's tick is retried, nothing read
+            raise
         log.warning("acks of suite %s in %s unreadable: %s", suite, ns, e)
         return []
 
@@ -252,6 +254,8 @@ def suite_inputs(api: Api, spec, ns: str, run_name: str, suite: str, started_at:
         if history is not None:
             history = {**history, "_source": found.source, "_problem": found.problem}
     except Exception as e:  # a broken history must not block the results
+        if transient(e):  # API trouble of the moment (issue 19): retried, never read as "no history"
+            raise
         log.warning("history of suite %s in %s unavailable: %s", suite, ns, e)
     if spec.baseline.source == "none":
         return None, history, acks
@@ -263,6 +267,8 @@ def suite_inputs(api: Api, spec, ns: str, run_name: str, suite: str, started_at:
             return None, history, acks
         return B.from_history(history, exclude_run=run_name, accepted=acks), history, acks
     except Exception as e:  # a broken baseline must not block the results
+        if transient(e):  # API trouble of the moment (issue 19): retried, never read as "baseline unavailable"
+            raise
         log.warning("baseline for %s/%s unavailable: %s", ns, run_name, e)
         if spec.baseline.source == "configMap":
             return B.unavailable(str(e) if isinstance(e, B.BaselineError) else f"baseline: {e}"), history, acks
