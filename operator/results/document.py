@@ -238,8 +238,16 @@ def result_problem(result: Any) -> str | None:
         why = _bad_number(result.get(key))
         if why and not why.startswith("implausible"):  # FLOP counts are large on purpose
             return f"{key}: {why}"
+    cal = result.get("calibration")  # type calibrate: the device's ceilings are its measurement
+    if cal is not None and not isinstance(cal, dict):
+        return f"calibration is {type(cal).__name__}, not an object"
+    for key in ("gemm_tflops", "attention_tflops") if cal else ():
+        why = _bad_number(cal.get(key))
+        if why:
+            return f"calibration.{key}: {why}"
+    measured = measured or bool(cal and cal.get("gemm_tflops") and cal.get("attention_tflops"))
     if not measured and result.get("status") != "failed":
-        return "the result reports no metric (" + ", ".join(SUMMARY_METRICS) + ")"
+        return "the result reports no metric (" + ", ".join(SUMMARY_METRICS) + ", or a calibration)"
     return None
 
 
