@@ -48,7 +48,7 @@ def _compact_metrics(metrics: dict | None) -> dict | None:
         s = metrics.get(name)
         if isinstance(s, dict) and s.get("mean") is not None:
             out[name] = {"mean": _round(s["mean"]), "std": _round(s.get("std")), "n": s.get("n")}
-    for name in ("peak_memory_gib", "energy_j", "tokens_per_joule"):
+    for name in ("peak_memory_gib", "energy_j", "tokens_per_joule", "gemm_tflops", "attention_tflops"):
         if metrics.get(name) is not None:
             out[name] = _round(metrics[name])
     return out or None
