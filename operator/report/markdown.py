@@ -615,6 +615,8 @@ def render_compare(a: dict, b: dict, thresholds: dict | Any | None = None) -> tu
     a, b = escaped(a), escaped(b)  # every user string bounded and escaped (the JSON half too: it is shown)
     rows, data = [], []
     for c in b.get("cases", []):
+        if c.get("type") == "calibrate":  # a pool's ceilings, not a measurement of a model (the report shows them)
+            continue
         vd = c.get("verdicts")
         entry = {"case": c["id"], "phase": c.get("phase"), "verdicts": vd, "baseline_run": a.get("run")}
         data.append(entry)

@@ -14,7 +14,7 @@ import yaml
 
 from trainbench.operator.api import SpecError, parse_spec
 from trainbench.operator.plan import is_calibration, plan
-from trainbench.operator.report.markdown import render_report
+from trainbench.operator.report.markdown import render_compare, render_report
 from trainbench.operator.results import document as R
 from trainbench.operator.results.baseline import from_results
 from trainbench.operator.results.verdict import apply
@@ -46,6 +46,17 @@ def test_calibrate_is_a_boolean(bad):
     with pytest.raises(SpecError) as e:
         parse_spec({**SPEC, "calibrate": bad})
     assert e.value.field.startswith("spec.calibrate") or "calibrate" in str(e.value)
+
+
+def test_a_pool_without_gpus_is_refused():
+    with pytest.raises(SpecError) as e:
+        parse_spec({**SPEC, "pools": [{"name": "h200", "gpusPerNode": 0}, *SPEC["pools"][1:]]})
+    assert e.value.field == "spec.pools[0].gpusPerNode"
+
+
+def test_compare_leaves_calibration_cases_out():
+    _, data = render_compare(results(), results(step_s=0.03))
+    assert {c["case"].split("-")[0] for c in data["cases"]} == {"tiny"}
 
 
 def test_calibrate_is_not_a_matrix_type():
