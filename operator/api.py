@@ -785,6 +785,10 @@ class CaseStatus(_Model):
     """When the Job was created."""
     finished_at: str | None = Field(default=None, json_schema_extra=DATE_TIME)
     """When the case ended."""
+    baseline_image: str | None = None
+    """Set on a run of a suspected case on its baseline's image (beside its confirming re-runs): that image. It
+    measures the baseline in the same window, not this run's code; a failure of it (the image is gone) is not a
+    failure of the run."""
 
 
 class BenchmarkRunStatus(_Model):
@@ -816,6 +820,10 @@ class BenchmarkRunStatus(_Model):
     confirm: dict[str, int] | None = None
     """Confirming re-runs given to each case whose regression was suspected once every case had ended (case id ->
     re-runs); {} when none was suspected. Set once."""
+    confirm_baseline: dict[str, str] | None = None
+    """The image each suspected case's baseline was measured with, where it differs from this run's and is known
+    (case id -> image): the confirming re-runs alternate with runs of that image and are compared with them. Set
+    once, with confirm."""
     started_at: str | None = Field(default=None, json_schema_extra=DATE_TIME)
     """When the first case was launched."""
     completed_at: str | None = Field(default=None, json_schema_extra=DATE_TIME)

@@ -63,6 +63,9 @@ class Case:
     of: str | None = None
     repeat: int = 1
     confirm: bool = False
+    # a run of the case on its baseline's image, alternating with the confirming re-runs (the same window of the
+    # cluster for both sides of the confirmation): its `image` is the baseline's, it measures no code of this run
+    baseline: bool = False
 
     @property
     def base_id(self) -> str:
@@ -415,12 +418,26 @@ def repeat_case(case: Case, repeat: int, confirm: bool = False) -> Case:
     return replace(case, id=f"{case.id}-r{repeat}", of=case.id, repeat=repeat, confirm=confirm)
 
 
-def with_repeats(cases: list[Case], repeats: int, confirm: dict[str, int] | None = None) -> list[Case]:
+def baseline_case(case: Case, k: int, image: str) -> Case:
+    """The k-th run (1, 2, ...) of a case on its baseline's image, beside its confirming re-runs (`<id>-b<k>`)."""
+    return replace(case, id=f"{case.id}-b{k}", of=case.id, repeat=1, confirm=False, baseline=True, image=image)
+
+
+def with_repeats(
+    cases: list[Case],
+    repeats: int,
+    confirm: dict[str, int] | None = None,
+    baseline_images: dict[str, str] | None = None,
+) -> list[Case]:
     """The units an executor launches, in launch order: every case once, then every case again (`repeats`
     rounds, interleaved so that a drift of the machines hits all cases alike), then `confirm[case id]` re-runs of
-    each case whose regression is suspected (results/verdict.py)."""
+    each case whose regression is suspected (results/verdict.py); where `baseline_images[case id]` names the image
+    the baseline was measured with, each re-run is followed by a run of that image (confirm, baseline, confirm,
+    baseline, ...), so the confirmation compares the two in the same window of the cluster."""
     units = [c if r == 1 else repeat_case(c, r) for r in range(1, max(1, repeats) + 1) for c in cases]
     for c in cases:
         for k in range((confirm or {}).get(c.id, 0)):
             units.append(repeat_case(c, repeats + k + 1, confirm=True))
+            if (baseline_images or {}).get(c.id):
+                units.append(baseline_case(c, k + 1, baseline_images[c.id]))
     return units

@@ -33,6 +33,7 @@ from trainbench.operator.controller.client import Api, api_message, request_time
 from trainbench.operator.controller.metrics import OperatorMetrics
 from trainbench.operator.plan import plan, with_repeats
 from trainbench.operator.report import finalize
+from trainbench.operator.results import baseline as B
 from trainbench.operator.results import document as R
 from trainbench.operator.results import verdict as V
 from trainbench.operator.results.repeats import group_outcomes
@@ -160,15 +161,17 @@ def queue_problem(api: Api, ns: str, queue: str, ttl: float) -> str | None:
 suite_acks, suite_inputs = S.suite_acks, S.suite_inputs
 
 
-def suspected_cases(api: Api, spec, ns: str, name: str, suite: str, cases, units, status, observed, now) -> list[str]:
+def suspected_cases(api: Api, spec, ns: str, name: str, suite: str, cases, units, status, observed, now):
     """Cases whose regression against the baseline is suspected once every unit has ended (results/verdict.py):
-    the operator re-runs them `spec.confirm` times before it writes the results."""
+    the operator re-runs them `spec.confirm` times before it writes the results. Returns (their ids, {case id:
+    the baseline's image, to run alternating with the re-runs}, {case id: why not}) (baseline.baseline_images)."""
     outs = reconcile.outcomes(units, status, observed, run=name, spec=spec)
     doc = R.build_results(name, suite, spec, cases, group_outcomes(units, outs), status.get("startedAt"), now, {})
     base, _, _ = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
     if base is None:
-        return []
-    return [c["id"] for c in V.suspected(V.apply(doc, base, confirm=spec.confirm))]
+        return [], {}, {}
+    suspects = [c["id"] for c in V.suspected(V.apply(doc, base, confirm=spec.confirm))]
+    return suspects, *B.baseline_images(base, doc, suspects)
 
 
 def write_results(
@@ -185,7 +188,9 @@ def write_results(
     results_name, why2 = configmap_name(api, ns, body, K.results_configmap_name(name))
     written.update(results=results_name, report=report_name, foreign=[w for w in (why2, why) if w])
     base, history, acks = suite_inputs(api, spec, ns, name, suite, doc.get("started_at"))
-    # the confirming re-runs (if any) are in the document: their verdicts are final (confirm=0)
+    # the confirming re-runs (if any) are in the document: their verdicts are final (confirm=0); where the
+    # baseline's image ran beside them, they are judged against those runs (the same window of the cluster)
+    base = B.same_window(base, doc)
     done = finalize.finalize(doc, baseline=base, history=history, acks=acks)
     # the suite's history before the results ConfigMap (which says "written"): a retried finish replaces its entry
     S.record_history(api, body, suite, doc, fallback=history)
@@ -451,7 +456,9 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         spec = parse_spec(body.get("spec"))
         cases = plan(spec)
         # what runs: every case `repeats` times, interleaved, then the confirming re-runs of suspected regressions
-        units = with_repeats(cases, spec.repeats, confirm=status.get("confirm"))
+        units = with_repeats(
+            cases, spec.repeats, confirm=status.get("confirm"), baseline_images=status.get("confirmBaseline")
+        )
     except SpecError as e:
         new = reconcile.invalid_status(status, generation, e.field, e.message, t)
         if status.get("observedGeneration") != generation or status.get("phase") != "Failed":
@@ -504,15 +511,25 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         new = out.status
     if status.get("confirm") is not None:  # decided once; the reconciler's status does not carry it
         new["confirm"] = status["confirm"]
+        if status.get("confirmBaseline") is not None:
+            new["confirmBaseline"] = status["confirmBaseline"]
     elif out.write_results and spec.confirm > 0 and not spec.cancel:
-        suspects = suspected_cases(api, spec, ns, name, suite, cases, units, new, observed, t)
+        suspects, images, why_not = suspected_cases(api, spec, ns, name, suite, cases, units, new, observed, t)
         new["confirm"] = dict.fromkeys(suspects, spec.confirm)
+        new["confirmBaseline"] = images
         if suspects:  # re-run them (next ticks launch the units) before the results are written
             out.write_results = False
             new["phase"] = "Running"
             new["message"] = f"regression suspected in {len(suspects)} case(s): {spec.confirm} re-run(s) each"
             for cid in suspects:
-                out.events.append(("Warning", "RegressionSuspected", f"case {cid}: re-run {spec.confirm}x to confirm"))
+                how = (
+                    f", alternating with {spec.confirm} run(s) of its baseline's image {images[cid]}"
+                    if cid in images
+                    else f" ({why_not.get(cid, 'no baseline image')}: compared with the stored baseline)"
+                )
+                out.events.append(
+                    ("Warning", "RegressionSuspected", f"case {cid}: re-run {spec.confirm}x to confirm{how}")
+                )
     doc = observed.results
     if out.write_results or out.write_partial:
         if spec.queue_name:
@@ -526,7 +543,9 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
             outcomes=group_outcomes(units, outs),
             started_at=new.get("startedAt"),
             finished_at=t,
-            environment=reconcile.run_environment(ns, outs),
+            environment=reconcile.run_environment(
+                ns, {u.id: outs[u.id] for u in units if u.id in outs and not u.baseline}
+            ),
         )
     if out.write_partial:  # suspended: a report of what finished, the results ConfigMap stays unwritten
         try:
@@ -550,7 +569,9 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
                 state = (c.get("verdict") or {}).get("state")
                 if state in ("confirmed", "cleared") and (new.get("confirm") or {}).get(c["id"]):
                     reason = "RegressionConfirmed" if state == "confirmed" else "RegressionCleared"
-                    out.events.append(("Warning" if state == "confirmed" else "Normal", reason, f"case {c['id']}"))
+                    note = (c.get("baseline") or {}).get("note")  # against the baseline's image, or why not
+                    msg = f"case {c['id']}" + (f" ({note})" if note else "")
+                    out.events.append(("Warning" if state == "confirmed" else "Normal", reason, msg))
     written = write_status(api, body, status, new, logger)
     if written:
         for type_, reason, message in out.events:

@@ -22,6 +22,7 @@ from trainbench.operator.controller.client import Api
 from trainbench.operator.results import document as R
 from trainbench.operator.results import history as H
 from trainbench.operator.results.keys import case_key, hardware_label, normalise_model, short_gpu_name
+from trainbench.operator.results.repeats import combine_metrics
 
 
 class BaselineError(ValueError):
@@ -51,12 +52,20 @@ class Baseline:
         return len({id(e) for e in self.entries.values()})
 
 
+def case_image(case: dict, environment: dict | None = None) -> tuple[str | None, str | None]:
+    """(image reference, digest) a results-document case ran: pinned by digest where the pod reported one."""
+    env = {**(environment or {}), **{k: v for k, v in (case.get("environment") or {}).items() if v}}
+    ref = env.get("image_pinned") or case.get("image") or env.get("image")
+    return ref, env.get("image_digest")
+
+
 def from_results(doc: dict, description: str | None = None) -> Baseline:
     """A pinned baseline: the successful cases of one results document."""
     doc = R.validate(doc)
     b = Baseline("results", description or f"run {doc['run']} ({doc.get('started_at') or 'unknown time'})")
     for c in doc["cases"]:
         if c.get("phase") == "Succeeded" and c.get("metrics"):
+            image, digest = case_image(c, doc.get("environment"))
             b.add(
                 c,
                 {
@@ -66,6 +75,8 @@ def from_results(doc: dict, description: str | None = None) -> Baseline:
                     "hardware": c.get("hardware"),
                     "metrics": c["metrics"],
                     "comparable": None,
+                    "image": image,
+                    "image_digest": digest,
                 },
             )
     return b
@@ -145,9 +156,74 @@ def from_history(
                 "samples": _history_samples(items),
                 "health": c.get("health"),
                 "comparable": None,
+                "image": run.get("image"),
+                "image_digest": run.get("image_digest"),
             },
         )
     return b
+
+
+def baseline_images(base: Baseline | None, results: dict, case_ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """For the suspected cases `case_ids` of a results document: ({case id: the image its baseline was measured
+    with}, where that image differs from the one the case ran and is known: the confirming re-runs alternate with
+    runs of it) and ({case id: why not}, for the others: the re-runs are then compared with the stored baseline)."""
+    images, why = {}, {}
+    for c in results.get("cases") or []:
+        if c.get("id") not in case_ids:
+            continue
+        entry = base.find(c) if base is not None else None
+        ref, digest = (entry.get("image"), entry.get("image_digest")) if entry else (None, None)
+        cur_ref, cur_digest = case_image(c, results.get("environment"))
+        if not ref:
+            why[c["id"]] = "the baseline's image is not known"
+        elif (digest and cur_digest and digest == cur_digest) or (not (digest and cur_digest) and ref == cur_ref):
+            why[c["id"]] = "the baseline ran the same image"
+        else:
+            images[c["id"]] = ref
+    return images, why
+
+
+def same_window(base: Baseline | None, results: dict) -> Baseline | None:
+    """`base` with each suspected case whose baseline's image ran beside its confirming re-runs (repeats marked
+    `baseline_image`, plan.with_repeats) judged against those runs instead: the same window of the cluster on
+    both sides, so a drift of the cluster is not blamed on the code. A case whose baseline-image runs all failed
+    (the image is gone: ImagePullBackOff) keeps its stored baseline, with a note that says so."""
+    if base is None:
+        return None
+    out = Baseline(base.source, base.description, dict(base.entries))
+    n = 0
+    for c in results.get("cases") or []:
+        reps = [r for r in c.get("repeats") or [] if r.get("baseline_image")]
+        if not reps:
+            continue
+        image, stored = reps[0]["baseline_image"], base.find(c)
+        ok = [r for r in reps if r.get("phase") == "Succeeded" and r.get("metrics")]
+        if not ok:
+            if stored is not None:
+                reasons = ", ".join(sorted({r.get("reason") or r.get("phase") or "?" for r in reps}))
+                note = f"baseline image {image} did not run ({reasons}): re-runs compared with the stored baseline"
+                out.add(c, {**stored, "note": note})
+            continue
+        samples = {m: [r["metrics"][k] for r in ok if r["metrics"].get(k) is not None] for m, k in _SAMPLE_KEYS.items()}
+        out.add(
+            c,
+            {
+                "source": "same-window",
+                "run": results.get("run"),
+                "when": ok[0].get("started_at"),
+                "hardware": c.get("hardware"),
+                "metrics": combine_metrics([r["metrics"] for r in ok]),
+                "samples": {m: v for m, v in samples.items() if v},
+                "health": None,
+                "comparable": (stored or {}).get("comparable"),
+                "image": image,
+                "note": f"baseline image {image} run {len(ok)}x alternating with the re-runs",
+            },
+        )
+        n += 1
+    if n:
+        out.description += f"; {n} suspected case(s) judged against their baseline's image run in the same window"
+    return out
 
 
 _PRIME_ATTN = {

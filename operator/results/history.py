@@ -56,7 +56,7 @@ def _compact_metrics(metrics: dict | None) -> dict | None:
 
 def _health_brief(case: dict) -> dict | None:
     """What a later run compares its environment with (results/taint.py differs): CPUs, GPU clocks, power limit."""
-    reps = case.get("repeats") or []
+    reps = [r for r in case.get("repeats") or [] if not r.get("baseline_image")]
     health = next((r.get("health") for r in reps if r.get("health")), None)
     health = health or (case.get("trainer") or {}).get("health")
     if not isinstance(health, dict):
@@ -79,6 +79,7 @@ def run_entry(results: dict, uid: str | None = None) -> dict:
         m = _compact_metrics(c.get("metrics")) if c.get("phase") == "Succeeded" else None
         if m:
             reps = [r for r in c.get("repeats") or [] if r.get("phase") == "Succeeded" and r.get("metrics")]
+            reps = [r for r in reps if not r.get("baseline_image")]  # runs of the baseline's image: not this run
             for name, summary in m.items():  # each repeat's mean: the run-to-run spread of this run
                 if isinstance(summary, dict) and len(reps) > 1:
                     means = [(r["metrics"].get(name) or {}).get("mean") for r in reps]

@@ -89,7 +89,7 @@ def compact(metrics: dict | None) -> dict | None:
 def samples(case: dict, metric: str) -> list[dict | float]:
     """Per-repeat summaries (or scalars) of one metric of a results-document case, successful repeats only;
     a case without repeats gives its one metrics value."""
-    reps = case.get("repeats") or []
+    reps = [r for r in case.get("repeats") or [] if not r.get("baseline_image")]  # those measure the baseline
     if reps:
         ok = [r for r in reps if r.get("phase") == "Succeeded"]
         # a case re-run to confirm a suspected regression is judged on its re-runs alone: the process that raised
@@ -110,20 +110,23 @@ def merge(outcomes: list[dict], metrics_of) -> tuple[dict, dict | None, list[dic
     for i, o in enumerate(outcomes):
         m = metrics_of(o) if o.get("phase") == "Succeeded" else None
         result = o.get("result") if isinstance(o.get("result"), dict) else {}
-        entries.append(
-            {
-                "repeat": i + 1,
-                "confirm": bool(o.get("confirm")),
-                "phase": o.get("phase") or "Pending",
-                "reason": o.get("reason"),
-                "started_at": o.get("started_at"),
-                "finished_at": o.get("finished_at"),
-                "metrics": compact(m),
-                "health": result.get("health"),
-            }
-        )
+        entry = {
+            "repeat": i + 1,
+            "confirm": bool(o.get("confirm")),
+            "phase": o.get("phase") or "Pending",
+            "reason": o.get("reason"),
+            "started_at": o.get("started_at"),
+            "finished_at": o.get("finished_at"),
+            "metrics": compact(m),
+            "health": result.get("health"),
+        }
+        if o.get("baseline_image"):  # the baseline's image run beside the re-runs: kept, never the case's value
+            entries.append({**entry, "baseline_image": o["baseline_image"]})
+            continue
+        entries.append(entry)
         if m:
             blocks.append(m)
+    outcomes = [o for o in outcomes if not o.get("baseline_image")]
     failed = next((o for o in outcomes if o.get("phase") != "Succeeded"), None)
     primary = dict(failed or next(o for o in reversed(outcomes) if o.get("phase") == "Succeeded"))
     starts = [o.get("started_at") for o in outcomes if o.get("started_at")]
@@ -142,5 +145,6 @@ def group_outcomes(units: list, outcomes: dict[str, dict]) -> dict[str, dict]:
     for u in units:
         o = outcomes.get(u.id)
         if o is not None:
-            by_case.setdefault(u.base_id, []).append({**o, "confirm": u.confirm})
+            extra = {"baseline_image": u.image} if getattr(u, "baseline", False) else {}
+            by_case.setdefault(u.base_id, []).append({**o, "confirm": u.confirm, **extra})
     return {cid: runs[0] if len(runs) == 1 else {"repeats": runs} for cid, runs in by_case.items()}

@@ -258,7 +258,7 @@ def apply(
                 if v["status"] == "regression" or state == "cleared":
                     v["state"] = state
         case["verdict"] = {"state": state, "families": families, "tainted": tainted}
-        keep = ("source", "run", "runs", "when", "hardware", "metrics")
+        keep = ("source", "run", "runs", "when", "hardware", "metrics", "image", "note")
         case["baseline"] = {k: entry.get(k) for k in keep if k in entry}
     results["baseline"] = (
         None

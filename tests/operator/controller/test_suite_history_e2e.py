@@ -106,6 +106,7 @@ def test_history_configmap_accept_annotation_and_change_point_gauge(cluster, kub
     points = results("cp-1")["change_points"]
     assert [(p["case"], p["metric"], p["run"]) for p in points] == [(case_id, "tps", "cp-old-06")]
     want = {"suite": "cp", "case": case_id, "metric": "tps", "direction": "worse", "run": "cp-old-06"}
+    want |= {"model": "tiny-qwen3", "type": "sft-full", "pool": "cpu-a"}
     assert change_points(metrics()) == [(want, 1.0)]
     assert [r["run"] for r in history("cp")["runs"]][-1] == "cp-1"
 
