@@ -117,6 +117,15 @@ def run_calibrate(cfg: JobConfig) -> tuple[dict, Exporter | None]:
         raise BadConfig(f"--type calibrate measures one device: run it as one process, not {world.size} ranks")
     device = pick_device(cfg, world.local_rank)
     dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.dry_run:  # what it would measure, nothing allocated
+        cuda = device.type == "cuda"
+        result = base_result(cfg, None, 1)
+        result["config"]["model"] = c.CALIBRATE_TYPE
+        gemms = [{"label": g[0], "m": g[1], "n": g[2], "k": g[3]} for g in (GPU_GEMMS if cuda else CPU_GEMMS)]
+        seq = cfg.seq_len if cuda else min(cfg.seq_len, CPU_SEQ)
+        attention = {"backends": list(GPU_BACKENDS) if cuda else ["sdpa"], "seq_len": seq, "head_dim": HEAD_DIM}
+        result.update(status="dry-run", device=device.type, dtype=str(dtype), gemms=gemms, attention=attention)
+        return result, None
     try:
         peak, peak_source = resolve_peak(cfg, device)
     except UnknownDeviceError:  # ceilings need no data-sheet peak; "% of peak" is then left out

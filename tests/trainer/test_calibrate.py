@@ -114,3 +114,13 @@ def test_done_flops_split_adds_up_and_puts_attention_apart():
     assert gemm + attn == pytest.approx(spec.done_flops_per_token(docs))
     lora_gemm, lora_attn = spec.done_flops_split(docs, lora_rank=16)
     assert lora_attn == attn and lora_gemm == 4 * spec.n_active() + 6 * spec.lora_params(16)
+
+
+def test_calibrate_dry_run_names_what_it_would_measure(tmp_path):
+    out = tmp_path / "cal.json"
+    proc = trainer([*CAL, "--metrics-port", "-1", "--dry-run", "--output", str(out)])
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    res = json.loads(out.read_text())
+    assert res["status"] == "dry-run" and "calibration" not in res
+    assert res["attention"] == {"backends": ["sdpa"], "seq_len": 512, "head_dim": 128} and len(res["gemms"]) == 3
