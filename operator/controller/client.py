@@ -9,7 +9,8 @@ submit`, and `configmap/NAME` sources of the CLI) and the one place that finds t
 Every call has a client-side timeout (`_request_timeout`, issue 19): (connect, read) seconds, default
 `DEFAULT_REQUEST_TIMEOUT` (5, 30), overridden by `TRAINBENCH_API_TIMEOUT` ("READ" or "CONNECT,READ" seconds,
 read at each call). A request whose answer does not come raises (urllib3's timeout errors), so a hung API server
-costs the operator one tick, never holds it."""
+costs the operator one tick, never holds it; the client does not send a timed-out request again by itself
+(`_no_read_retries`), so a slow server gets no more load than its answers allow."""
 
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> tuple[
         try:
             config.load_incluster_config()
             ns = SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.exists() else "default"
+            _no_read_retries(client)
             return client, ns or "default"
         except config.ConfigException:
             pass
@@ -100,10 +102,22 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> tuple[
         _, active = config.list_kube_config_contexts(config_file=kubeconfig)
     except (config.ConfigException, OSError) as e:
         raise ClientError(f"no cluster: {e}") from None
+    _no_read_retries(client)
     if context is not None:
         contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
         active = next((c for c in contexts if c.get("name") == context), active)
     return client, (active or {}).get("context", {}).get("namespace") or "default"
+
+
+def _no_read_retries(client) -> None:
+    """A request whose answer did not come in time is not sent again by the client (urllib3 retries a GET 3 times
+    by default: 4 read timeouts in a row, and 4 times the load on a server that is only slow): it fails, and the
+    caller (the operator's next tick) tries again. Connections that fail are still retried."""
+    import urllib3
+
+    cfg = client.Configuration.get_default_copy()
+    cfg.retries = urllib3.Retry(total=3, read=0, redirect=3, backoff_factor=0.2)
+    client.Configuration.set_default(cfg)
 
 
 class Api:
