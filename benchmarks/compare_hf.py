@@ -386,7 +386,13 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--check-only", action="store_true")
-    p.add_argument("--sweep", default="", help="extra bench runs on the first row: attn/ac pairs, e.g. varlen/none")
+    p.add_argument(
+        "--sweep",
+        default="",
+        help="extra bench runs on the first row (the first --bench-docs): attn/ac "
+        "pairs, e.g. varlen/none; ac 'auto' lets the trainer choose",
+    )
+    p.add_argument("--sweep-all", action="store_true", help="run the --sweep pairs on every row")
     p.add_argument("--profile", default="", help="rows (model:type:seq[:docs],...) to profile with the fast path")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cpu: smoke run only")
     p.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "compare_hf.json"))
@@ -464,13 +470,13 @@ def main(argv=None) -> int:
             run_bench_rows(docs)
         for pair in filter(None, args.sweep.split(",")):
             attn, ac = pair.split("/")
-            row = results[0]
-            kw = {**bench_kw, "attn": attn, "ac": ac}
-            row[f"bench-{attn}-{ac}"] = guarded(
-                bench_run, row["model"], row["type"], row["seq"], args.steps, args.warmup, **kw
-            )
-            log("sweep", pair, json.dumps(row[f"bench-{attn}-{ac}"]))
-            save()
+            kw = {**bench_kw, "attn": attn, "ac": ac, "docs_per_seq": int(docs_list[0])}
+            for row in results if args.sweep_all else results[:1]:
+                row[f"bench-{attn}-{ac}"] = guarded(
+                    bench_run, row["model"], row["type"], row["seq"], args.steps, args.warmup, **kw
+                )
+                log("sweep", row["model"], row["seq"], pair, json.dumps(row[f"bench-{attn}-{ac}"]))
+                save()
     log(table(results))
     save()
     return 0

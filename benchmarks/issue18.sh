@@ -31,7 +31,7 @@ if [ "$part" = a ]; then
   timeout 100 python3 -m trainbench.trainer --metrics-port -1 --type generate --model qwen3-0.6b --seq-len 512 \
     --new-tokens 128 --output "$O/gen.json" >"$O/gen.log" 2>&1; echo "generate rc=$?"; tail -12 "$O/gen.log"
 elif [ "$part" = c ]; then
-  timeout 80 $T --model qwen3-30b-a3b --type rl-lora --seq-len 16384 --docs-per-seq 1 --compile --output "$O/moe48_1doc.json" \
+  timeout 240 $T --model qwen3-30b-a3b --type rl-lora --seq-len 16384 --docs-per-seq 1 --compile --output "$O/moe48_1doc.json" \
     >"$O/moe48_1doc.log" 2>&1; echo "moe48 1doc rc=$?"; steps "$O/moe48_1doc.log"
 else
   timeout 150 $T --model qwen3-30b-a3b --type rl-lora --seq-len 16384 --output "$O/moe48.json" \

@@ -455,14 +455,33 @@ def probe_gqa(backend: str, device) -> str:
     return _GQA_PROBE[key]
 
 
+FA4_ARCHS = (9, 10)  # compute capability majors with flash-attn-4 kernels: Hopper (sm90), Blackwell (sm100)
+
+
+def fa4_usable(device) -> bool:
+    """flash-attn-4 imports (its CuTe DSL too) and has kernels for this GPU's architecture."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] not in FA4_ARCHS:
+        return False
+    try:
+        import flash_attn.cute  # noqa: F401
+    except Exception:  # not installed, or installed without a working CuTe DSL (e.g. no `cutlass.cute`)
+        return False
+    return True
+
+
 def resolve_attn(attn: str, device, docs_per_seq: int = 1) -> str:
-    """`auto` on CUDA: one document per sequence -> cuDNN SDPA (fastest causal kernel on Hopper; one shape, so
-    its execution plan is built once); several documents -> flex_attention with a document BlockMask. cuDNN per
-    document would be faster per call, but it builds a new execution plan for every new document length
-    (measured: +0.3 to 0.5 s per step whenever the lengths change, i.e. every step of real training)."""
+    """`auto` on CUDA, the fastest kernel measured per architecture (docs/performance.md, H200):
+    - Hopper/Blackwell with flash-attn-4 installed -> `fa4` (varlen over the documents): one document at 64k
+      604 vs cuDNN's 555 TFLOP/s (0.6B rl-full 64k 51.6% vs 48.0% MFU); four packed documents 1.17-1.42x flex.
+    - otherwise one document per sequence -> cuDNN SDPA (one shape, so its execution plan is built once);
+      several documents -> flex_attention with a document BlockMask. cuDNN per document would be faster per
+      call, but it builds a new execution plan for every new document length (+0.3 to 0.5 s per step whenever
+      the lengths change, i.e. every step of real training)."""
     if attn == "auto":
         if device.type != "cuda":
             return "sdpa"
+        if fa4_usable(device):
+            return "fa4"
         return "sdpa-cudnn" if docs_per_seq <= 1 else "flex"
     if attn not in ATTN_FOR_FAST:
         raise BadConfig(f"--attn {attn} is not available with --impl fast (choose from {', '.join(ATTN_FOR_FAST)})")

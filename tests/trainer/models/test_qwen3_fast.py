@@ -231,3 +231,30 @@ def test_bench_mode_fast_impl_on_cpu_and_its_choices():
         torch.device("cpu"),
     )
     assert "mlp.experts.gate_up_proj" in "".join(n for n, _ in moe.module.named_parameters())
+
+
+def test_attn_auto_choice(monkeypatch):
+    """`--attn auto`: fa4 where it imports on Hopper/Blackwell, cuDNN (one document) or flex (packed) otherwise;
+    plain SDPA on the CPU. The CUDA branches are checked with the capability and the import patched."""
+    import sys
+    import types
+
+    from trainbench.trainer.models import qwen3_fast as qf
+
+    cpu = torch.device("cpu")
+    assert qf.resolve_attn("auto", cpu, 4) == "sdpa"
+    assert not qf.fa4_usable(cpu)
+    cuda = torch.device("cuda")
+    for cap, fa4_imports, docs, want in [
+        ((9, 0), True, 1, "fa4"),
+        ((10, 0), True, 4, "fa4"),
+        ((9, 0), False, 1, "sdpa-cudnn"),
+        ((9, 0), False, 4, "flex"),
+        ((8, 0), True, 1, "sdpa-cudnn"),  # Ampere: no flash-attn-4 kernels
+    ]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, cap=cap: cap)
+        pkg = types.ModuleType("flash_attn")
+        pkg.cute = types.ModuleType("flash_attn.cute")
+        monkeypatch.setitem(sys.modules, "flash_attn", pkg)
+        monkeypatch.setitem(sys.modules, "flash_attn.cute", pkg.cute if fa4_imports else None)
+        assert qf.resolve_attn("auto", cuda, docs) == want, (cap, fa4_imports, docs)
