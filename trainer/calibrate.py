@@ -3,7 +3,8 @@
 - GEMM: C = A @ B in the trainer's dtype (bf16 on a GPU, fp32 on the CPU) for large squares and the shapes of a
   model's projections ([tokens, hidden] x [hidden, out]); FLOPs = 2*m*n*k.
 - attention: torch SDPA, causal, head_dim 128, one long sequence (`--seq-len`; the CPU caps it at CPU_SEQ), each
-  SDPA backend that runs here (GPU: flash, cuDNN, efficient; CPU: what SDPA picks); FLOPs forward =
+  SDPA backend that runs here (GPU: flash, cuDNN, efficient, and flash-attn-4 where it imports, which `--attn auto`
+  then runs; CPU: what SDPA picks); FLOPs forward =
   2*2*b*h*s*s*d/2 (`specs.causal_attention_fwd_flops`), forward + backward = 3x that, the accounting of
   `specs.causal_attention_flops` that the floor prices.
 Each time is the best of `--steps` runs after `--warmup-steps` (CUDA events on a GPU, perf_counter on the CPU).
@@ -24,6 +25,7 @@ from trainbench.trainer.config import BadConfig, JobConfig
 from trainbench.trainer.context import pick_device, resolve_peak
 from trainbench.trainer.distributed import env_world
 from trainbench.trainer.hardware import UnknownDeviceError
+from trainbench.trainer.kernels import doc_attention
 from trainbench.trainer.metrics import Exporter
 from trainbench.trainer.models.base import resolve_dtype
 from trainbench.trainer.result import base_result, environment
@@ -96,6 +98,8 @@ def measure_attention(device, dtype, seq_len: int, warmup: int, iters: int) -> l
         F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
 
     out = []
+    if cuda and doc_attention.fa4_usable(device):  # what `--attn auto` runs where it imports: its ceiling counts
+        out.append(measure_fa4(device, dtype, b, h, s, fwd_flops, warmup, iters))
     for name, member in GPU_BACKENDS.items() if cuda else (("sdpa", None),):
         entry = {"backend": name, "batch": b, "heads": h, "seq_len": s, "head_dim": HEAD_DIM}
         try:
@@ -108,6 +112,23 @@ def measure_attention(device, dtype, seq_len: int, warmup: int, iters: int) -> l
         q.grad = k.grad = v.grad = None
         out.append(entry)
     return out
+
+
+def measure_fa4(device, dtype, b: int, h: int, s: int, fwd_flops: float, warmup: int, iters: int) -> dict:
+    """flash-attn-4 (varlen, one document of s tokens) at the SDPA entries' shape; [T, H, D] as the fast path calls it."""
+    entry = {"backend": "fa4", "batch": b, "heads": h, "seq_len": s, "head_dim": HEAD_DIM}
+    q, k, v = (torch.randn(b * s, h, HEAD_DIM, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    cu, grad = torch.tensor([0, b * s], device=device, dtype=torch.int32), torch.randn_like(q)
+    try:
+        with torch.no_grad():
+            t_fwd = best_seconds(lambda: doc_attention.fa4_attention(q, k, v, cu, s), device, warmup, iters)
+        t_train = best_seconds(
+            lambda: doc_attention.fa4_attention(q, k, v, cu, s).backward(grad), device, warmup, iters
+        )
+        entry.update(fwd_tflops=fwd_flops / t_fwd / 1e12, train_tflops=3 * fwd_flops / t_train / 1e12)
+    except Exception as e:  # a JIT or launch failure of the CuTe DSL kernels: recorded, the SDPA entries still count
+        entry["error"] = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+    return entry
 
 
 def run_calibrate(cfg: JobConfig) -> tuple[dict, Exporter | None]:
@@ -123,7 +144,8 @@ def run_calibrate(cfg: JobConfig) -> tuple[dict, Exporter | None]:
         result["config"]["model"] = c.CALIBRATE_TYPE
         gemms = [{"label": g[0], "m": g[1], "n": g[2], "k": g[3]} for g in (GPU_GEMMS if cuda else CPU_GEMMS)]
         seq = cfg.seq_len if cuda else min(cfg.seq_len, CPU_SEQ)
-        attention = {"backends": list(GPU_BACKENDS) if cuda else ["sdpa"], "seq_len": seq, "head_dim": HEAD_DIM}
+        backends = (["fa4"] if doc_attention.fa4_usable(device) else []) + list(GPU_BACKENDS) if cuda else ["sdpa"]
+        attention = {"backends": backends, "seq_len": seq, "head_dim": HEAD_DIM}
         result.update(status="dry-run", device=device.type, dtype=str(dtype), gemms=gemms, attention=attention)
         return result, None
     try:

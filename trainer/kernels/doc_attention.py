@@ -93,6 +93,20 @@ def varlen_attention(q, k, v, cu_seqlens: torch.Tensor, max_seqlen: int, scale=N
     return varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen, **kw)
 
 
+FA4_ARCHS = (9, 10)  # compute capability majors with flash-attn-4 kernels: Hopper (sm90), Blackwell (sm100)
+
+
+def fa4_usable(device) -> bool:
+    """flash-attn-4 imports (its CuTe DSL too) and has kernels for this GPU's architecture."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] not in FA4_ARCHS:
+        return False
+    try:
+        import flash_attn.cute  # noqa: F401
+    except Exception:  # not installed, or installed without a working CuTe DSL (e.g. no `cutlass.cute`)
+        return False
+    return True
+
+
 def fa4_attention(q, k, v, cu_seqlens: torch.Tensor, max_seqlen: int, scale=None):
     from flash_attn.cute import flash_attn_varlen_func
 

@@ -455,20 +455,6 @@ def probe_gqa(backend: str, device) -> str:
     return _GQA_PROBE[key]
 
 
-FA4_ARCHS = (9, 10)  # compute capability majors with flash-attn-4 kernels: Hopper (sm90), Blackwell (sm100)
-
-
-def fa4_usable(device) -> bool:
-    """flash-attn-4 imports (its CuTe DSL too) and has kernels for this GPU's architecture."""
-    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] not in FA4_ARCHS:
-        return False
-    try:
-        import flash_attn.cute  # noqa: F401
-    except Exception:  # not installed, or installed without a working CuTe DSL (e.g. no `cutlass.cute`)
-        return False
-    return True
-
-
 def resolve_attn(attn: str, device, docs_per_seq: int = 1) -> str:
     """`auto` on CUDA, the fastest kernel measured per architecture (docs/performance.md, H200):
     - Hopper/Blackwell with flash-attn-4 installed -> `fa4` (varlen over the documents): one document at 64k
@@ -480,7 +466,7 @@ def resolve_attn(attn: str, device, docs_per_seq: int = 1) -> str:
     if attn == "auto":
         if device.type != "cuda":
             return "sdpa"
-        if fa4_usable(device):
+        if doc_attention.fa4_usable(device):
             return "fa4"
         return "sdpa-cudnn" if docs_per_seq <= 1 else "flex"
     if attn not in ATTN_FOR_FAST:

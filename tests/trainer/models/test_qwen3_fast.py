@@ -243,7 +243,7 @@ def test_attn_auto_choice(monkeypatch):
 
     cpu = torch.device("cpu")
     assert qf.resolve_attn("auto", cpu, 4) == "sdpa"
-    assert not qf.fa4_usable(cpu)
+    assert not qf.doc_attention.fa4_usable(cpu)
     cuda = torch.device("cuda")
     for cap, fa4_imports, docs, want in [
         ((9, 0), True, 1, "fa4"),
