@@ -230,10 +230,14 @@ def check_e2e(kubectl, operator, pool_a: dict, pool_b: dict, sim=None):
     assert len(Hook.received) == 1 and "OOMKilled" in json.dumps(Hook.received[0])
     assert all(j["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true" for j in jobs)
 
-    # --- deleting the run deletes everything it owns (ownerReferences)
+    # --- deleting the run deletes everything it owns (ownerReferences); the suite's history is no run's: it stays
     kubectl("delete", "benchmarkrun", "e2e", "--wait=false")
+
+    def configmaps():
+        return [cm["metadata"]["name"] for cm in kubectl.get_json("configmaps")["items"]]
+
     wait_for(
-        lambda: not kubectl.get_json("jobs")["items"] and not kubectl.get_json("configmaps")["items"],
+        lambda: not kubectl.get_json("jobs")["items"] and configmaps() == ["e2e-history"],
         60,
         "the run's Jobs and ConfigMaps to be garbage-collected",
         on_fail=operator.log,
