@@ -282,7 +282,7 @@ def _verdict_section(cases: list[dict]) -> list[str]:
         fams = v.get("families") or {}
         fam = next((f for f in fams.values() if f.get("status") == "regression"), None)
         fam = fam or fams.get("throughput") or next(iter(fams.values()), {})
-        reps = c.get("repeats") or []
+        reps = [r for r in c.get("repeats") or [] if not r.get("baseline_image")]  # the baseline's image: the note
         runs = f"{len(reps)} run{'s' if len(reps) != 1 else ''}" if reps else "1 run"
         confirm = sum(1 for r in reps if r.get("confirm"))
         what = f"**{model_title(c)}** {case_label(c, detail=False)}"
@@ -294,7 +294,8 @@ def _verdict_section(cases: list[dict]) -> list[str]:
                     test += f", p = {fam['p_value']:.3g}"
             rerun = f", {confirm} confirming re-run{'s' if confirm != 1 else ''}" if confirm else ""
             word = state.capitalize() if confirm or state != "confirmed" else "Regression"  # not re-run
-            lines.append(f"- {what}: **{word}**{test} ({runs}{rerun})")
+            note = (c.get("baseline") or {}).get("note")  # judged against the baseline's image, or why not
+            lines.append(f"- {what}: **{word}**{test} ({runs}{rerun}{'; ' + note if note else ''})")
         for reason in tainted:
             lines.append(f"- {what}: **Tainted**: {reason}")
     return ["## Verdicts", "", *lines, ""] if lines else []

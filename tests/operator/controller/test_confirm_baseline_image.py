@@ -87,6 +87,8 @@ def test_confirm_alternates_with_the_baseline_image_or_says_why_not(cluster, kub
     assert case["verdict"]["state"] == "cleared", case["verdict"]
     assert first["phase"] == "Succeeded" and first["regressions"] == 0
     assert doc["environment"].get("image") != "trainer:old"  # the run's own image, not the baseline's
+    report = kubectl.get_json("configmap", "bi-1-report")["data"]["report.md"]
+    assert "**Cleared**" in report and "(3 runs, 2 confirming re-runs; baseline image trainer:old run 2x" in report
 
     # the baseline's image is gone: its runs end in ImagePullBackOff, the re-runs are compared with the pinned
     # baseline (today's behaviour), and that is said; the run does not fail for it
@@ -98,6 +100,8 @@ def test_confirm_alternates_with_the_baseline_image_or_says_why_not(cluster, kub
     assert case2["baseline"]["source"] == "results" and "ImagePullBackOff" in case2["baseline"]["note"]
     assert case2["verdict"]["state"] == "confirmed" and second["regressions"] == 1
     assert second["phase"] == "Succeeded"
+    report2 = kubectl.get_json("configmap", "bi-2-report")["data"]["report.md"]
+    assert "did not run (ImagePullBackOff): re-runs compared with the stored baseline" in report2
     events = kubectl.get_json("events")["items"]
     by_run = {}
     for e in events:
