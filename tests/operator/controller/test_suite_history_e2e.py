@@ -154,3 +154,35 @@ def test_history_configmap_accept_annotation_and_change_point_gauge(cluster, kub
     out = subprocess.run([*cli, "-n", "default"], env=kubectl.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     wait_for(lambda: change_points(metrics()) == [], 60, "the acknowledged change point to leave the gauge")
+
+
+def test_a_retried_finish_appends_the_run_once(cluster, kubectl, operator, fx):
+    """An operator killed after it appended the run to the history but before the run's results ConfigMap was
+    written finishes the run again on restart: the entry is keyed by the run's uid, so the run is in the history
+    once, and it is not judged against itself."""
+    operator.env["TRAINBENCH_MAX_OTHER_CPU"] = "64"
+    operator.start()
+    suspended = yaml.safe_load(manifest("rt-1", "rt"))
+    suspended["spec"]["suspend"] = True  # held until the history below is in place
+    kubectl.apply(yaml.safe_dump(suspended))
+    uid = wait_for(lambda: kubectl.get_json("br", "rt-1")["metadata"].get("uid"), 30, "the run's uid")
+    # what the killed finish left: the history with this run already appended (and an older run before it)
+    older = fx.make_results("rt-0", fx.CURRENT)
+    left = fx.make_results("rt-1", fx.CURRENT, when=3600)
+    doc = {**H.append(H.append(None, older, uid="uid-0"), left, uid=uid), "suite": "rt"}
+    labels = {**LABELS, "trainbench.dev/suite": "rt"}
+    kubectl.apply(configmap("rt-history", {"history.json": H.dumps(doc)}, labels))
+    kubectl("patch", "br", "rt-1", "--type", "merge", "-p", '{"spec": {"suspend": false}}')
+    wait_for(
+        lambda: (kubectl.get_json("br", "rt-1").get("status") or {}).get("resultsConfigMap"),
+        180,
+        "run rt-1 to end",
+        on_fail=operator.log,
+    )
+    stored = json.loads(kubectl.get_json("configmap", "rt-history")["data"]["history.json"])
+    assert [(r["run"], r["uid"]) for r in stored["runs"]] == [("rt-0", "uid-0"), ("rt-1", uid)]
+    mine = stored["runs"][-1]["cases"][0]
+    assert mine["model"] == "tiny-qwen3"  # the real finish replaced what the killed one left
+    results = json.loads(kubectl.get_json("configmap", "rt-1-results")["data"]["results.json"])
+    assert results["history"]["source"] == "configmap/rt-history"
+    assert all(c.get("baseline") is None or c["baseline"]["run"] != "rt-1" for c in results["cases"])
