@@ -300,7 +300,7 @@ def transient(e: BaseException) -> bool:
     """Whether an error from an API call is trouble of the moment (a 5xx, 429, 408, a timeout, a connection that
     failed): the call is to be retried later, never read as an answer (no object, no baseline, no history)."""
     status = getattr(e, "status", None)
-    if type(e).__name__ == "ApiException":
+    if any(c.__name__ == "ApiException" for c in type(e).__mro__):  # and its ServiceException (5xx), NotFound...
         return not status or status in (408, 429) or status >= 500
     try:
         import urllib3

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from kmock import action, resource
 from ophelpers import wait_for
 
 RUN = """
@@ -29,8 +28,7 @@ spec:
 
 
 def job_creations(cluster) -> int:
-    jobs = resource("batch", "v1", "jobs")
-    return sum(1 for r in list(cluster.sim._requests) if r.action == action.CREATE and r.resource == jobs)
+    return sum(n for (plural, _, _), n in cluster.sim.create_requests.items() if plural == "jobs")
 
 
 def test_restart_mid_run(cluster, kubectl, operator):

@@ -28,6 +28,7 @@ CORE = {
     "namespaces": ("Namespace", {"status"}, False),
 }
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+KEEP_REQUESTS = 600  # requests KMock keeps for inspection (count creations with KubeSim.creations/create_requests)
 
 
 def _status_response(code: int, message: str):
@@ -45,6 +46,7 @@ class KubeSim(kmock.KubernetesEmulator):
         super().__init__(**kwargs)
         self.faults = faults  # a faults.FaultPlan consulted on every request (None: no faults)
         self.creations: Counter = Counter()  # (plural, namespace, name) -> objects created through the API
+        self.create_requests: Counter = Counter()  # (plural, namespace, name) -> create requests, any answer
         self._rv = 0
         self._validators: dict[tuple, SchemaValidator] = {}
         self._crds: dict[tuple, dict] = {}
@@ -154,6 +156,8 @@ class KubeSim(kmock.KubernetesEmulator):
             text = rule.message or f"injected fault: {rule.status} on {raw_request.path}"
             return _status_response(rule.status, text)
         response = await self._serve(raw_request)
+        if len(self._requests) > KEEP_REQUESTS:  # KMock scans every request it kept on each request: O(n^2) over a
+            del self._requests[: -(KEEP_REQUESTS * 2 // 3)]  # long test (a GET took 10 s after ~20 min)
         if rule is not None and rule.kind == "lost":  # carried out, but the answer is an error
             return _status_response(rule.status, f"injected fault: the answer to {raw_request.path} was lost")
         return response
@@ -255,6 +259,9 @@ class KubeSim(kmock.KubernetesEmulator):
                 self._admit_create(request)
             elif request.action == kmock.action.UPDATE and request.name and request.data is not None:
                 self._admit_update(request)
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            key = (request.resource.plural, request.namespace, request.data.get("metadata", {}).get("name"))
+            self.create_requests[key] += 1
         response = await super()._handle(request)
         if request.action == kmock.action.CREATE and isinstance(request.data, dict) and response.status < 300:
             self.creations[(request.resource.plural, request.namespace, request.data["metadata"].get("name"))] += 1
