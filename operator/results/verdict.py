@@ -124,9 +124,10 @@ def judge(
     current_std: float | None = None,
     baseline_std: float | None = None,
     show_pct: float = SHOW_PCT,
+    noise_floor: float = S.DEFAULT_NOISE_FLOOR,
 ) -> Verdict:
     """The verdict on one metric from its repeats on each side (a number is one repeat; a list is several;
-    entries may be {mean, std, n} summaries)."""
+    entries may be {mean, std, n} summaries); `noise_floor`: the device's least run-to-run spread (stats)."""
 
     def side(v, std):
         if v is None:
@@ -136,7 +137,7 @@ def judge(
         return S.Samples.of([{"mean": v, "std": std, "n": 1} if std is not None else v])
 
     cur, base = side(current, current_std), side(baseline, baseline_std)
-    comp = S.compare(cur, base)
+    comp = S.compare(cur, base, noise_floor=noise_floor)
     status = _status(metric, comp, threshold, show_pct, deterministic=metric == "peak_memory")
     stds = [s for s in (cur.step_std, base.step_std) if s is not None]
     spread = (sum(s * s for s in stds) ** 0.5) if len(stds) == 2 else None
@@ -167,18 +168,31 @@ def _side_samples(case_or_entry: dict, metric: str) -> list:
     return vals
 
 
+def noise_floor(case: dict) -> float:
+    """The least run-to-run spread of the device a case measured: a CPU's (no GPU, CPU hardware) or a GPU's."""
+    on_cpu = not case.get("gpu") and "cpu" in str(case.get("hardware") or "").lower()
+    return S.CPU_NOISE_FLOOR if on_cpu else S.DEFAULT_NOISE_FLOOR
+
+
 def evaluate(
     case: dict, entry: dict | None, thresholds: dict | Any | None = None, only=None
 ) -> tuple[dict[str, Verdict], dict[str, dict]]:
     """(verdict per metric, comparison per family) of a results-document case against its baseline entry.
     `only`: the metrics the baseline can be compared on (e.g. prime-rl imports leave step time out)."""
     th = thresholds_for(thresholds)
+    floor = noise_floor(case)
     out: dict[str, Verdict] = {}
     families: dict[str, dict] = {}
     for family, metrics in FAMILIES.items():
         usable = [m for m in metrics if only is None or m in only]
         per_metric = {
-            m: judge(m, _side_samples(case, m) or None, _side_samples(entry or {}, m) or None, threshold=th[m])
+            m: judge(
+                m,
+                _side_samples(case, m) or None,
+                _side_samples(entry or {}, m) or None,
+                threshold=th[m],
+                noise_floor=floor,
+            )
             for m in usable
         }
         per_metric = {m: v for m, v in per_metric.items() if v.current is not None or v.baseline is not None}

@@ -44,7 +44,9 @@ def test_threshold_is_strict_and_per_metric():
 def test_changes_under_one_percent_are_not_shown_others_are():
     v = V.judge("tps", 99.5, 100)
     assert v.status == "same" and not v.shown
-    assert V.judge("tps", _tight(101.5), _tight(100)).status == "changed"
+    # +1.5% with tight repeats is shown, but within twice the least run-to-run spread of a GPU (2.5%): noise
+    v = V.judge("tps", _tight(101.5), _tight(100))
+    assert v.status == "noise" and v.shown
     assert V.judge("tps", 98.5, 100).shown  # noise, shown as such
 
 
