@@ -11,6 +11,11 @@ from __future__ import annotations
 NON_TRAINING = ("generate", "verify", "calibrate")  # not in the model tables (calibrate: spec.calibrate's cases)
 
 
+def _table_start(title: str, head: list[str]) -> list[str]:
+    """A section's heading and its table's header rows."""
+    return [title, "", "| " + " | ".join(head) + " |", "|" + "|".join("-" * (len(h) + 2) for h in head) + "|"]
+
+
 def _mean(x) -> float | None:
     if isinstance(x, dict):
         return x.get("mean")
@@ -39,12 +44,7 @@ def generate_section(cases: list[dict], cell=None) -> list[str]:
         return []
     head = ["Model", "Hardware", "Prompt", "New", "Batch", "Prefill tok/s", "TTFT", "Decode tok/s", "Prefill MFU"]
     head += ["Decode BW", "Distinct 1st"]
-    lines = [
-        "## Generation",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("-" * (len(h) + 2) for h in head) + "|",
-    ]
+    lines = _table_start("## Generation", head)
     notes = []
     for c in rows:
         t = c["trainer"]
@@ -109,12 +109,7 @@ def verify_section(cases: list[dict]) -> list[str]:
         key=int,
     )
     head = ["Model", "Hardware", "Prompts × n", "Cycle", "Kept", "Compile", "Pass"] + [f"pass@{k}" for k in ks]
-    lines = [
-        "## Code Verification",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("-" * (len(h) + 2) for h in head) + "|",
-    ]
+    lines = _table_start("## Code Verification", head)
     notes = []
     for c in rows:
         v = c["trainer"]["verify"]
@@ -158,12 +153,7 @@ def autobatch_section(cases: list[dict]) -> list[str]:
     if not rows:
         return []
     head = ["Model", "Type", "SeqLen", "Hardware", "Micro-batch", "Discovery", "Cached", "Capacity"]
-    lines = [
-        "## Auto Micro-Batch",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("-" * (len(h) + 2) for h in head) + "|",
-    ]
+    lines = _table_start("## Auto Micro-Batch", head)
     for c in rows:
         a = c["trainer"]["autobatch"]
         lines.append(
@@ -197,12 +187,7 @@ def calibration_section(cases: list[dict], threshold: float = 5.0) -> list[str]:
     if not rows:
         return []
     head = ["Pool", "Hardware", "GEMM TFLOP/s", "of peak", "Attention TFLOP/s", "of peak", "vs baseline"]
-    lines = [
-        "## Calibration",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("-" * (len(h) + 2) for h in head) + "|",
-    ]
+    lines = _table_start("## Calibration", head)
     for c in rows:
         m, peak = c.get("metrics") or {}, c.get("peak_flops")
         cal = (c.get("trainer") or {}).get("calibration") or {}

@@ -103,3 +103,18 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5, on_fai
         time.sleep(interval)
     extra = on_fail() if on_fail else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}\n{extra}")
+
+
+def run_ended(kubectl, operator, name: str, timeout: float = 180) -> dict:
+    """Wait until the BenchmarkRun `name` names its results ConfigMap (its finish is written); its status."""
+    return wait_for(
+        lambda: (s := kubectl.get_json("br", name).get("status") or {}).get("resultsConfigMap") and s,
+        timeout,
+        f"run {name} to end",
+        on_fail=operator.log,
+    )
+
+
+def run_results(kubectl, name: str) -> dict:
+    """The results document of a finished run, from its `<run>-results` ConfigMap."""
+    return json.loads(kubectl.get_json("configmap", f"{name}-results")["data"]["results.json"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from ophelpers import wait_for
+from ophelpers import run_ended, run_results
 
 SPEC = {
     "suite": "bi",
@@ -51,15 +51,10 @@ def test_confirm_alternates_with_the_baseline_image_or_says_why_not(cluster, kub
     operator.start()
 
     def ended(name):
-        return wait_for(
-            lambda: (s := kubectl.get_json("br", name).get("status") or {}).get("resultsConfigMap") and s,
-            240,
-            f"run {name} to end",
-            on_fail=operator.log,
-        )
+        return run_ended(kubectl, operator, name, 240)
 
     def results(name):
-        return json.loads(kubectl.get_json("configmap", f"{name}-results")["data"]["results.json"])
+        return run_results(kubectl, name)
 
     kubectl.apply(manifest("bi-0", baseline={"source": "none"}))
     ended("bi-0")

@@ -8,7 +8,7 @@ import json
 import urllib.request
 
 import yaml
-from ophelpers import wait_for
+from ophelpers import run_ended, run_results
 
 SPEC = {
     "suite": "reg",
@@ -30,15 +30,10 @@ def test_previous_and_pinned_baselines(cluster, kubectl, operator):
     operator.start()
 
     def ended(name):
-        return wait_for(
-            lambda: (s := kubectl.get_json("br", name).get("status") or {}).get("resultsConfigMap") and s,
-            180,
-            f"run {name} to end",
-            on_fail=operator.log,
-        )
+        return run_ended(kubectl, operator, name, 180)
 
     def results(name):
-        return json.loads(kubectl.get_json("configmap", f"{name}-results")["data"]["results.json"])
+        return run_results(kubectl, name)
 
     kubectl.apply(manifest("reg-1"))
     assert ended("reg-1")["phase"] == "Succeeded"

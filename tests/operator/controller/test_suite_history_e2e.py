@@ -12,7 +12,7 @@ import sys
 import urllib.request
 
 import yaml
-from ophelpers import wait_for
+from ophelpers import run_ended, run_results, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from trainbench.operator.plan import plan
@@ -69,15 +69,10 @@ def test_history_configmap_accept_annotation_and_change_point_gauge(cluster, kub
     operator.start()
 
     def ended(name):
-        return wait_for(
-            lambda: (s := kubectl.get_json("br", name).get("status") or {}).get("resultsConfigMap") and s,
-            180,
-            f"run {name} to end",
-            on_fail=operator.log,
-        )
+        return run_ended(kubectl, operator, name, 180)
 
     def results(name):
-        return json.loads(kubectl.get_json("configmap", f"{name}-results")["data"]["results.json"])
+        return run_results(kubectl, name)
 
     def history(suite):
         return json.loads(kubectl.get_json("configmap", f"{suite}-history")["data"]["history.json"])
