@@ -339,12 +339,20 @@ def read_run(api: Api, body: dict) -> dict | None:
 
 
 def release_jobs(
-    api: Api, ns: str, run_name: str, jobs: dict | None = None, jobsets: dict | None = None, stop: bool = True
+    api: Api,
+    ns: str,
+    run_name: str,
+    jobs: dict | None = None,
+    jobsets: dict | None = None,
+    stop: bool = True,
+    cases: list[dict] | None = None,
 ) -> None:
     """The run's results are in their ConfigMap: take the result finalizer off its Jobs and JobSets, and
     (`stop`) delete those that have not finished (a pod still waiting for a node or an image: every case
-    has ended, so they only hold a slot)."""
+    has ended, so they only hold a slot). One whose case succeeded is kept: its rank 0 has finished and the
+    other nodes are finishing too (a JobSet is marked Completed only after all its Jobs are)."""
     sel = K.run_selector(run_name)
+    succeeded = {c.get(k) for c in cases or [] if c.get("phase") == "Succeeded" for k in ("job", "jobSet")}
     jobs = {j["metadata"]["name"]: j for j in api.list_jobs(ns, sel)} if jobs is None else jobs
     if jobsets is None:
         try:
@@ -358,7 +366,7 @@ def release_jobs(
             if reconcile.RESULT_FINALIZER in (obj["metadata"].get("finalizers") or []):
                 api.remove_finalizer(kind, ns, name, reconcile.RESULT_FINALIZER)
             ended = any(failures.job_condition(obj, c) for c in ("Complete", "Completed", "Failed"))
-            if stop and not ended and not obj["metadata"].get("deletionTimestamp"):
+            if stop and not ended and name not in succeeded and not obj["metadata"].get("deletionTimestamp"):
                 (api.delete_job if kind == "Job" else api.delete_jobset)(ns, name)
 
 
@@ -441,7 +449,7 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
     done = status.get("phase") in reconcile.TERMINAL_RUN_PHASES and status.get("observedGeneration") == generation
     if done and status.get("resultsConfigMap"):
         if (ns, name, meta.get("uid")) not in config.handled:  # once per process: a restart between the
-            release_jobs(api, ns, name)  # results and the release is caught up here
+            release_jobs(api, ns, name, cases=status.get("cases"))  # results and the release is caught up here
         notify_once(api, ns, body, status, config)
         # accept/ack annotations, and acks written since the finish leave the change-point gauge (suite.py)
         for type_, reason, message in S.tend_finished(api, body, suite_hint, config.metrics):
@@ -585,7 +593,7 @@ def reconcile_run(body: dict, patch, logger, config: Config, api: Api) -> None:
         api.remove_finalizer("JobSet", ns, jobset, reconcile.RESULT_FINALIZER)
         api.delete_jobset(ns, jobset)
     if doc is not None and written:  # the results are in their ConfigMap: the Jobs need not be kept for them
-        release_jobs(api, ns, name, observed.jobs, observed.jobsets)
+        release_jobs(api, ns, name, observed.jobs, observed.jobsets, cases=new.get("cases"))
     config.metrics.update(ns, name, suite, new, doc)
 
 

@@ -156,3 +156,49 @@ def test_a_namesake_configmap_of_another_owner_is_not_taken_for_the_results(tmp_
         )
         api.create(old)
         assert handlers.observe_results(api, NS, body) is None
+
+
+def test_releasing_a_finished_run_keeps_the_jobset_of_a_case_that_succeeded():
+    """A multi-node case ends when its rank 0 Job completes; its JobSet is marked Completed only after every
+    node's Job is. The release after the results are written must not take that moment for "never finished"
+    and delete the JobSet (a clean-clone CI run caught it); one whose case failed or was cancelled still goes."""
+
+    class Calls:
+        client = None
+
+        def __init__(self):
+            self.deleted, self.released = [], []
+
+        def remove_finalizer(self, kind, ns, name, finalizer):
+            self.released.append(name)
+
+        def delete_job(self, ns, name):
+            self.deleted.append(name)
+
+        delete_jobset = delete_job
+
+    def obj(name, conditions=()):
+        fin = [reconcile.RESULT_FINALIZER]
+        return {"metadata": {"name": name, "finalizers": fin}, "status": {"conditions": list(conditions)}}
+
+    running = ({"type": "StartupPolicyCompleted", "status": "True"},)
+    jobsets = {
+        "ok": obj("ok", running),
+        "bad": obj("bad", running),
+        "done": obj("done", [{"type": "Completed", "status": "True"}]),
+    }
+    jobs = {"ok-node-0": obj("ok-node-0", [{"type": "Complete", "status": "True"}]), "lone": obj("lone")}
+    cases = [
+        {"id": "a", "phase": "Succeeded", "job": "ok-node-0", "jobSet": "ok"},
+        {"id": "b", "phase": "Failed", "job": "bad-node-0", "jobSet": "bad"},
+        {"id": "c", "phase": "Succeeded", "job": "done-node-0", "jobSet": "done"},
+        {"id": "d", "phase": "Cancelled", "job": "lone"},
+    ]
+    api = Calls()
+    handlers.release_jobs(api, NS, "fin", jobs, jobsets, cases=cases)
+    assert sorted(api.released) == ["bad", "done", "lone", "ok", "ok-node-0"]
+    assert sorted(api.deleted) == ["bad", "lone"]
+    # without the cases (an older caller), an unfinished JobSet is stopped as before
+    api = Calls()
+    handlers.release_jobs(api, NS, "fin", jobs, jobsets)
+    assert sorted(api.deleted) == ["bad", "lone", "ok"]
