@@ -130,6 +130,15 @@ def _flex():
     return _flex_compiled
 
 
+def flex_fn(compiled: bool = True):
+    """flex_attention compiled (the fused kernel, on a GPU), or eager (its reference form: the CPU tests)."""
+    if compiled:
+        return _flex()
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention
+
+
 def document_block_mask(doc_ids: torch.Tensor):
     """Document-causal BlockMask over N flat tokens (doc_ids [N])."""
     from torch.nn.attention.flex_attention import create_block_mask

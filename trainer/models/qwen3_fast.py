@@ -477,8 +477,10 @@ def resolve_attn(attn: str, device, docs_per_seq: int = 1) -> str:
 def build(cfg, spec, device):
     if spec.model_type not in SUPPORTED_MODEL_TYPES:
         raise BadConfig(f"--impl fast does not support model type {spec.model_type!r}")
-    # context parallelism runs SDPA per run of local tokens (parallel/cp.py): auto -> the default SDPA dispatch
-    backend = "sdpa" if cfg.cp > 1 and cfg.attn == "auto" else resolve_attn(cfg.attn, device, cfg.docs_per_seq)
+    if cfg.cp > 1 and cfg.attn == "auto":  # flex over the gathered keys in one call (parallel/cp.py)
+        backend = "flex" if device.type == "cuda" else "sdpa"
+    else:  # under --cp, layout.validate has refused what has no context-parallel form
+        backend = resolve_attn(cfg.attn, device, cfg.docs_per_seq)
     if backend not in ("sdpa", "sdpa-math") and device.type != "cuda":
         raise BadConfig(f"--attn {cfg.attn} needs a CUDA device with --impl fast (this run is on {device.type})")
     if backend == "fa4":

@@ -8,6 +8,13 @@ key/value gradients back to their owner), puts them back in sequence order and r
 inside one document, one SDPA call against that document's keys up to the run's end with a lower-right causal
 mask (`torch.nn.attention.bias.causal_lower_right`). Documents and position ids are those of the full sequence,
 so the result equals one process's attention over the whole sequence.
+
+With `flex` (what `--attn auto` takes under CP on a GPU) the local queries attend to the gathered keys in one
+`flex_attention` call: a BlockMask of [local tokens x all tokens], document-causal at the queries' global
+positions, so blocks that are masked out entirely (an early chunk's queries against late keys) are skipped and the
+kv heads are never repeated (native GQA). The SDPA path instead repeats kv heads for its lower-right-masked runs
+(the backends that take that mask have no native GQA), which saves the whole sequence's keys and values once per
+query head group for the backward.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from trainbench.trainer.data import Batch
-from trainbench.trainer.kernels.doc_attention import _expand_kv, _sdpa_context
+from trainbench.trainer.kernels.doc_attention import _expand_kv, _sdpa_context, flex_fn
+from trainbench.trainer.parallel.layout import CP_ATTN
 
 
 @dataclass
@@ -32,6 +40,9 @@ class CPShard:
     # (local start, length, key start, key end) per run of local query tokens within one document; key range
     # over the flat B*T sequence order
     segments: list[tuple[int, int, int, int]] = field(default_factory=list)
+    qpos: torch.Tensor | None = None  # [n_local] flat position (over B*T) of each local token
+    docs: torch.Tensor | None = None  # [B*T] document id of every token of the whole micro-batch
+    block_mask: object = field(default=None, repr=False)  # flex's BlockMask: built once, used by every layer
 
 
 @dataclass
@@ -84,7 +95,16 @@ def shard_batch(batch: Batch, rank: int, size: int, group) -> CPBatch:
     gathered = torch.cat([flat_index(rows, seq_len, r, size) for r in range(size)])
     inv = torch.argsort(gathered).to(batch.input_ids.device)
     cu = [int(x) for x in batch.cu_seqlens.tolist()]
-    shard = CPShard(group=group, rank=rank, size=size, inv=inv, segments=segments_for(cu, idx.tolist()))
+    device = batch.input_ids.device
+    shard = CPShard(
+        group=group,
+        rank=rank,
+        size=size,
+        inv=inv,
+        segments=segments_for(cu, idx.tolist()),
+        qpos=idx.to(device),
+        docs=batch.doc_ids.reshape(-1).to(device),
+    )
 
     def take(t: torch.Tensor) -> torch.Tensor:
         return t[:, pos].contiguous()
@@ -114,13 +134,34 @@ def gather_sequence(x: torch.Tensor, shard: CPShard) -> torch.Tensor:
     return gather(x.contiguous(), 0, shard.group)[shard.inv]
 
 
-def cp_attention(q, k, v, shard: CPShard, backend: str = "sdpa", scale=None, gqa_mode: str = "native") -> torch.Tensor:
-    """q [n, H, D], k/v [n, KV, D] of the local tokens -> attention output [n, H, D] over the whole sequence."""
+def cp_block_mask(qpos: torch.Tensor, docs: torch.Tensor):
+    """Document-causal BlockMask of local queries (at flat positions `qpos`) against all N keys."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        pos = qpos[q_idx]
+        return (docs[pos] == docs[kv_idx]) & (pos >= kv_idx)
+
+    n, total = qpos.numel(), docs.numel()
+    return create_block_mask(mask_mod, None, None, n, total, device=docs.device, _compile=docs.is_cuda)
+
+
+def flex_cp_attention(q, k_all, v_all, shard: CPShard, scale=None) -> torch.Tensor:
+    """q [n, H, D] of the local tokens, k/v [N, KV, D] of the whole sequence -> [n, H, D], one flex call."""
+    if shard.block_mask is None:
+        shard.block_mask = cp_block_mask(shard.qpos, shard.docs)
+    q4, k4, v4 = (t.unsqueeze(0).transpose(1, 2) for t in (q, k_all, v_all))
+    gqa = k_all.shape[1] != q.shape[1]
+    o = flex_fn(q.is_cuda)(q4, k4, v4, block_mask=shard.block_mask, scale=scale, enable_gqa=gqa)
+    return o.squeeze(0).transpose(0, 1)
+
+
+def sdpa_cp_attention(q, k_all, v_all, shard: CPShard, backend="sdpa", scale=None, gqa_mode="native") -> torch.Tensor:
+    """q [n, H, D] of the local tokens, k/v [N, KV, D] of the whole sequence -> [n, H, D], one SDPA call per run
+    of local queries within a document."""
     from torch.nn.attention.bias import causal_lower_right
 
-    kv_heads = k.shape[1]
-    kv = gather_sequence(torch.cat([k, v], dim=1), shard)
-    k_all, v_all = kv[:, :kv_heads], kv[:, kv_heads:]
+    kv_heads = k_all.shape[1]
     gqa = q.shape[1] != kv_heads
     q4 = q.unsqueeze(0).transpose(1, 2)
     k4, v4 = (t.unsqueeze(0).transpose(1, 2) for t in (k_all, v_all))
@@ -145,3 +186,15 @@ def cp_attention(q, k, v, shard: CPShard, backend: str = "sdpa", scale=None, gqa
             outs.append(o)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.squeeze(0).transpose(0, 1)
+
+
+def cp_attention(q, k, v, shard: CPShard, backend: str = "sdpa", scale=None, gqa_mode: str = "native") -> torch.Tensor:
+    """q [n, H, D], k/v [n, KV, D] of the local tokens -> attention output [n, H, D] over the whole sequence."""
+    if backend == "auto" or backend not in CP_ATTN:  # layout.validate refuses these before a model is built
+        raise ValueError(f"context parallelism has no {backend!r} attention")
+    kv_heads = k.shape[1]
+    kv = gather_sequence(torch.cat([k, v], dim=1), shard)
+    k_all, v_all = kv[:, :kv_heads], kv[:, kv_heads:]
+    if backend == "flex":
+        return flex_cp_attention(q, k_all, v_all, shard, scale)
+    return sdpa_cp_attention(q, k_all, v_all, shard, backend, scale, gqa_mode)

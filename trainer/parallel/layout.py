@@ -7,7 +7,9 @@ from __future__ import annotations
 from trainbench.trainer.config import BadConfig
 from trainbench.trainer.memory import expert_params, per_rank_gib
 
-CP_ATTN = ("auto", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
+# attention with a context-parallel form (parallel/cp.py): flex over the gathered keys, or SDPA per run of local
+# queries; auto takes flex on a GPU
+CP_ATTN = ("auto", "flex", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
 
 
 def validate(cfg, spec, world_size: int) -> None:
@@ -33,7 +35,7 @@ def validate(cfg, spec, world_size: int) -> None:
     if cp > 1 and cfg.seq_len % (2 * cp):
         raise BadConfig(f"--cp {cp} splits each sequence into {2 * cp} chunks: --seq-len must be a multiple of it")
     if cp > 1 and cfg.attn not in CP_ATTN:
-        raise BadConfig(f"--cp runs attention as SDPA per document run; --attn {cfg.attn} is not available with it")
+        raise BadConfig(f"--attn {cfg.attn} has no context-parallel form; with --cp choose one of {', '.join(CP_ATTN)}")
 
 
 # --- dry run: the plan ----------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Run under `torchrun --nproc-per-node 2` (gloo): the CP=2 forward/backward of the fast model against the same
-model run whole on each rank. Rank 0 writes {"loss_ref", "loss_cp", "grad_rel": {name: rel. error}} to argv[1]."""
+model run whole on each rank (SDPA), for CP's SDPA path (native GQA, and kv heads repeated) and its flex path.
+Rank 0 writes {variant: {"loss_ref", "loss_cp", "grad_rel": {name: rel. error}}} to argv[1]. Flex has no
+backward on the CPU (torch raises), so its variants compare the forward only; on a GPU the backward is flex's own
+and the gather's is the one the SDPA variants check."""
 
 from __future__ import annotations
 
@@ -42,27 +45,38 @@ def main() -> None:
                 p.mul_(5)
     batch = make_batch(2, 96, 3, spec.vocab, torch.Generator().manual_seed(7))  # B=2: rows and documents
     out = {}
-    for kind, gqa in (("sft", "native"), ("rl", "expand")):  # expand: kv heads repeated instead of enable_gqa
+    variants = {  # expand: kv heads repeated instead of enable_gqa
+        "sft": ("sft", "native", "sdpa"),
+        "rl": ("rl", "expand", "sdpa"),
+        "sft-flex": ("sft", "native", "flex"),
+        "rl-flex": ("rl", "native", "flex"),
+    }
+    for key, (kind, gqa, backend) in variants.items():
         model.gqa = gqa
         n_tokens = float(batch.loss_mask.sum())
         model.zero_grad()
+        model.attn_backend = "sdpa"
         ref = loss_of(model, batch, kind, n_tokens)
         ref.backward()
         ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if n in PARAMS}
         model.zero_grad()
         local = shard_batch(batch, rank, size, dist.group.WORLD)
         assert local.input_ids.shape == (2, 96 // size)
-        loss = loss_of(model, local, kind, float(local.loss_tokens), local.cp)
-        loss.backward()
+        model.attn_backend = backend
+        grad = backend != "flex"
+        with torch.set_grad_enabled(grad):
+            loss = loss_of(model, local, kind, float(local.loss_tokens), local.cp)
+        if grad:
+            loss.backward()
         total = loss.detach().clone()
         dist.all_reduce(total)
         grads = {}
         for n, p in model.named_parameters():
-            if n in PARAMS:
+            if n in PARAMS and grad:
                 g = p.grad.clone()
                 dist.all_reduce(g)  # the CP group's gradients add up to the whole sequence's
                 grads[n] = ((g - ref_grads[n]).norm() / ref_grads[n].norm()).item()
-        out[kind] = {"loss_ref": ref.item(), "loss_cp": total.item(), "grad_rel": grads}
+        out[key] = {"loss_ref": ref.item(), "loss_cp": total.item(), "grad_rel": grads}
     if rank == 0:
         with open(sys.argv[1], "w") as f:
             json.dump(out, f)

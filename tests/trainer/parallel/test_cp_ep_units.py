@@ -100,7 +100,8 @@ def cfg(*args):
         (["--model", "tiny-qwen3-moe", "--ep", "2", "--cp", "2"], 4, "together are not supported"),
         (["--model", "tiny-qwen3-moe", "--ep", "2", "--dp", "fsdp"], 2, "--dp fsdp is not supported"),
         (["--model", "tiny-qwen3", "--cp", "3"], 3, "multiple of it"),
-        (["--model", "tiny-qwen3", "--cp", "2", "--attn", "flex"], 2, "not available with it"),
+        (["--model", "tiny-qwen3", "--cp", "2", "--attn", "fa4"], 2, "no context-parallel form"),
+        (["--model", "tiny-qwen3", "--cp", "2", "--attn", "varlen"], 2, "no context-parallel form"),
     ],
 )
 def test_bad_combinations_are_refused(args, world, match):

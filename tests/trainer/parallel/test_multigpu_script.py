@@ -47,3 +47,9 @@ def test_multigpu_script_refuses_unknown_case(tmp_path):
         timeout=120,
     )
     assert p.returncode == 2 and "unknown cases ['nope']" in p.stderr
+
+
+def test_cp_attention_bench_imports_and_says_it_needs_a_gpu():
+    script = SCRIPT.parent / "cp_attn_bench.py"
+    p = subprocess.run([sys.executable, str(script), "--docs", "1"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "needs a CUDA device" in p.stderr, p.stderr[-2000:]

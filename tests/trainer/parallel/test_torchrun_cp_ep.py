@@ -51,10 +51,10 @@ def test_cp_attention_loss_and_grads_match_one_process(tmp_path):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(out.read_text())
-    for kind in ("sft", "rl"):
-        r = res[kind]
+    assert sorted(res) == ["rl", "rl-flex", "sft", "sft-flex"]
+    for kind, r in res.items():
         assert r["loss_cp"] == pytest.approx(r["loss_ref"], rel=1e-5, abs=1e-6), kind
-        assert len(r["grad_rel"]) == 3
+        assert len(r["grad_rel"]) == (0 if "flex" in kind else 3)  # flex: forward only on the CPU
         for name, err in r["grad_rel"].items():
             assert err < 1e-4, (kind, name, err)
 
