@@ -53,3 +53,16 @@ def test_cp_attention_bench_imports_and_says_it_needs_a_gpu():
     script = SCRIPT.parent / "cp_attn_bench.py"
     p = subprocess.run([sys.executable, str(script), "--docs", "1"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "needs a CUDA device" in p.stderr, p.stderr[-2000:]
+
+
+def test_fsdp_overhead_script_runs_the_trainer_plain_and_under_fsdp2_on_one_rank():
+    script = SCRIPT.parent / "fsdp_overhead.py"
+    trainer = ["--model", "tiny-qwen3", "--seq-len", "128", "--steps", "2", "--warmup-steps", "1", "--device", "cpu"]
+    cmd = [sys.executable, str(script), "--only", "plain", "--only", "fsdp2", "--", *trainer]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in p.stdout.splitlines() if line.startswith("| plain") or "| fsdp2" in line]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [("plain", "none"), ("fsdp2", "fsdp")]
+    assert rows[0][-1].strip() == "1.00x" and rows[1][-1].strip().endswith("x")
+    bad = subprocess.run([sys.executable, str(script), "--only", "nope"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown variants ['nope']" in bad.stderr
