@@ -105,7 +105,9 @@ def expert_params(spec) -> int:
 
 def per_rank_gib(cfg, spec, world_size: int, sharded: bool) -> dict[str, float]:
     """GiB per rank by AC mode (none, selective, recompute) for `world_size` ranks: bf16 weights, bf16 grads + AdamW
-    states, activations on this rank's T/cp tokens, one LM-head chunk (+ CP: the gathered K/V of one layer; + MoE:
+    states, activations on this rank's T/cp tokens, one LM-head chunk (+ CP: the gathered K/V of the whole
+    sequence, which the attention keeps for its backward in every layer, or in the one block being recomputed
+    under `recompute`; CP's SDPA form keeps up to 4x more, its repeated kv heads, see parallel/cp.py; + MoE:
     routed token copies); `sharded`: FSDP over the world (experts: sharded over EP either way)."""
     cp, ep = cfg.cp, cfg.ep
     tokens = max(cfg.micro_batch, 1) * cfg.seq_len // cp
@@ -125,7 +127,7 @@ def per_rank_gib(cfg, spec, world_size: int, sharded: bool) -> dict[str, float]:
     routed = 2 * c.get("num_experts_per_tok", 0) * spec.hidden * tokens * 2 if spec.is_moe else 0
     out = {}
     for mode in FAST_AC_ORDER:
-        act = fast_activation_bytes(spec, mode, tokens) + kv_full
+        act = fast_activation_bytes(spec, mode, tokens) + kv_full * (spec.layers if mode != "recompute" else 1)
         act += routed * (n_moe if mode != "recompute" else 1)
         out[mode] = round((weights + state + lm_head + act) / GIB, 2)
     return out

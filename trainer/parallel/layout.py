@@ -68,7 +68,7 @@ def plan_layout(cfg, spec, world_size: int) -> dict:
         "trainable_per_rank": trainable_rank,
         "memory_gib_per_rank": dp_modes,
         "memory_note": "estimate: bf16 weights + bf16 grads + AdamW states (2 x bf16) + activations per --ac mode "
-        "+ one LM-head loss chunk (+ CP: the gathered K/V of one layer; + MoE: routed token copies); "
+        "+ one LM-head loss chunk (+ CP: the whole sequence's gathered K/V in every layer, one under recompute; + MoE: routed token copies); "
         "ddp: replicated, fsdp: sharded over the world (experts: sharded over EP)",
     }
 

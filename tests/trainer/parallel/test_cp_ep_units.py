@@ -151,3 +151,20 @@ def test_auto_ac_under_cp_uses_the_per_rank_plan(monkeypatch):
     assert qwen3_fast.choose_ac_parallel(cfg(*args, "--cp", "8"), spec, gpu) == "none"  # 8k tokens per rank
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=24 * 10**9))
     assert qwen3_fast.choose_ac_parallel(cfg(*args, "--cp", "4"), spec, gpu) == "recompute"
+
+
+def test_cp_memory_estimate_keeps_the_gathered_kv_in_every_layer():
+    """Under CP the attention keeps the whole sequence's gathered K/V for its backward in every layer (one block's
+    under full recompute): the estimate must count it per layer, not once (it said 46 GiB where a run peaked at
+    86.5)."""
+    from trainbench.trainer.memory import per_rank_gib
+
+    spec = resolve_model("qwen3-4b")
+    with_cp = per_rank_gib(
+        cfg("--model", "qwen3-4b", "--type", "rl-lora", "--seq-len", "65536", "--cp", "2"), spec, 2, False
+    )
+    same_tokens = per_rank_gib(cfg("--model", "qwen3-4b", "--type", "rl-lora", "--seq-len", "32768"), spec, 1, False)
+    kv_layer_gib = 2 * 65536 * spec.kv_heads * spec.head_dim * 2 / 2**30  # K and V, bf16, all 65,536 tokens
+    for mode in ("none", "selective"):
+        assert with_cp[mode] - same_tokens[mode] == pytest.approx(spec.layers * kv_layer_gib, abs=0.02)
+    assert with_cp["recompute"] - same_tokens["recompute"] == pytest.approx(kv_layer_gib, abs=0.02)
