@@ -110,12 +110,14 @@ def test_failure_classification_history_baseline_and_trend_plot(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_cleanly_and_keeps_finished_results(tmp_path, sig):
-    # a quick first case, a long second one (4096 tokens a step), a third that never starts
+    # a quick first case (128 tokens a step), a long second one (4096 tokens a step), a third that never starts.
+    # 60 steps: the second case must still run when this test, polling its log, sees it start (with 8 steps a
+    # clean-clone CI run on a loaded machine saw the whole run end first)
     m = write_manifest(
         tmp_path / "m.yaml",
         "stop",
         [{"model": "tiny-qwen3", "attn": "sdpa"}, {"model": "tiny-llama", "seqLen": 4096}, {"model": "tiny-qwen3-moe"}],
-        steps=8,
+        steps=60,
     )
     out = tmp_path / "out"
     proc = subprocess.Popen(
