@@ -55,18 +55,14 @@ def leaf(*shape):
     return torch.randn(*shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
 
 
-class Rows(list):
-    """The table's rows, each printed as soon as it is measured (a run cut short still shows what it measured)."""
-
-    def append(self, row) -> None:
-        super().append(row)
-        seq, docs, what, share, ms, kept, scale = row
-        k = "" if kept is None else f"{kept:,.0f}"
-        s = "" if scale is None else f"{scale:.2f}x"
-        print(f"| {seq} | {docs} | {what} | {share} | {ms:.1f} | {k} | {s} |", flush=True)
+def row(seq, docs, what, share, ms, kept=None, scale=None) -> None:
+    """Print one table row as soon as it is measured (a run cut short still shows what it measured)."""
+    k = "" if kept is None else f"{kept:,.0f}"
+    s = "" if scale is None else f"{scale:.2f}x"
+    print(f"| {seq} | {docs} | {what} | {share} | {ms:.1f} | {k} | {s} |", flush=True)
 
 
-def run(seq_len: int, docs: int, iters: int, rows: Rows) -> None:
+def run(seq_len: int, docs: int, iters: int) -> None:
     batch = make_batch(1, seq_len, docs, 1000, torch.Generator().manual_seed(0))
     q, k, v = leaf(seq_len, H, HD), leaf(seq_len, KV, HD), leaf(seq_len, KV, HD)
     bounds = [int(x) for x in batch.cu_seqlens.tolist()]
@@ -79,7 +75,7 @@ def run(seq_len: int, docs: int, iters: int, rows: Rows) -> None:
     for name, fn in ref.items():
         ms, kept = measure(fn, (q, k, v), iters)
         base[name] = ms
-        rows.append((seq_len, docs, f"1 GPU, {name}", "whole", ms, kept, None))
+        row(seq_len, docs, f"1 GPU, {name}", "whole", ms, kept)
     kv = leaf(seq_len, 2 * KV, HD)  # as cp_attention has it: the gathered [N, 2*KV, D], sliced
     for name in ("sdpa", "flex"):
         worst = 0.0
@@ -96,9 +92,9 @@ def run(seq_len: int, docs: int, iters: int, rows: Rows) -> None:
 
             ms, kept = measure(fn, (ql, kv), iters)
             worst = max(worst, ms)
-            rows.append((seq_len, docs, f"CP=2, {name}", f"rank {rank}", ms, kept, None))
+            row(seq_len, docs, f"CP=2, {name}", f"rank {rank}", ms, kept)
         ref_ms = min(base.values())
-        rows.append((seq_len, docs, f"CP=2, {name}", "slower rank", worst, None, ref_ms / worst))
+        row(seq_len, docs, f"CP=2, {name}", "slower rank", worst, scale=ref_ms / worst)
 
 
 def main() -> None:
@@ -110,7 +106,7 @@ def main() -> None:
     a = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("cp_attn_bench.py times GPU kernels: it needs a CUDA device (none is visible here)")
-    start, rows = time.time(), Rows()
+    start = time.time()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; fwd+bwd, Qwen3-4B attention (H={H}, KV={KV})")
     print("| seq | docs | attention | share | ms | kept MiB | scaling vs fastest 1-GPU |")
     print("|---|---|---|---|---|---|---|", flush=True)
@@ -118,7 +114,7 @@ def main() -> None:
         if time.time() - start > a.budget_s:
             print(f"skipped --docs {docs}: past --budget-s")
             continue
-        run(a.seq_len, docs, a.iters, rows)
+        run(a.seq_len, docs, a.iters)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def main() -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("trainer_args", nargs=argparse.REMAINDER, help="after --: the trainer's arguments")
     a = p.parse_args()
-    args = [x for x in a.trainer_args if x != "--"] if a.trainer_args[:1] == ["--"] else a.trainer_args
+    args = a.trainer_args[1:] if a.trainer_args[:1] == ["--"] else a.trainer_args
     if a.child:
         return child(args)
     unknown = sorted(set(a.only or []) - set(VARIANTS))

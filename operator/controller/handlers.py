@@ -352,7 +352,7 @@ def release_jobs(
     has ended, so they only hold a slot). One whose case succeeded is kept: its rank 0 has finished and the
     other nodes are finishing too (a JobSet is marked Completed only after all its Jobs are)."""
     sel = K.run_selector(run_name)
-    succeeded = {c.get(k) for c in cases or [] if c.get("phase") == "Succeeded" for k in ("job", "jobSet")}
+    succeeded = {c[k] for c in cases or [] if c.get("phase") == "Succeeded" for k in ("job", "jobSet") if c.get(k)}
     jobs = {j["metadata"]["name"]: j for j in api.list_jobs(ns, sel)} if jobs is None else jobs
     if jobsets is None:
         try:

@@ -130,31 +130,30 @@ def _flex():
     return _flex_compiled
 
 
-def flex_fn(compiled: bool = True):
-    """flex_attention compiled (the fused kernel, on a GPU), or eager (its reference form: the CPU tests)."""
-    if compiled:
-        return _flex()
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return flex_attention
-
-
-def document_block_mask(doc_ids: torch.Tensor):
-    """Document-causal BlockMask over N flat tokens (doc_ids [N])."""
+def document_block_mask(doc_ids: torch.Tensor, q_positions: torch.Tensor | None = None):
+    """Document-causal BlockMask over N flat tokens (doc_ids [N]). `q_positions` [n]: only the queries at these
+    flat positions, against all N keys (a context-parallel rank's share, parallel/cp.py)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     docs = doc_ids.reshape(-1)
     n = docs.numel()
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return (docs[q_idx] == docs[kv_idx]) & (q_idx >= kv_idx)
+        pos = q_idx if q_positions is None else q_positions[q_idx]
+        return (docs[pos] == docs[kv_idx]) & (pos >= kv_idx)
 
+    q_len = n if q_positions is None else q_positions.numel()
     # _compile: evaluate the mask per block through the compiler instead of over all N x N pairs eagerly
     # (at N = 65,536 the eager path touches 4.3e9 elements every step)
-    return create_block_mask(mask_mod, None, None, n, n, device=docs.device, _compile=docs.is_cuda)
+    return create_block_mask(mask_mod, None, None, q_len, n, device=docs.device, _compile=docs.is_cuda)
 
 
 def flex_attention(q, k, v, block_mask, scale=None):
+    """q [n, H, D], k/v [N, KV, D] -> [n, H, D]: compiled flex (the fused kernel) on a GPU, eager flex (its
+    reference form, forward only) on the CPU."""
+    from torch.nn.attention.flex_attention import flex_attention as eager
+
     q4, k4, v4 = (t.unsqueeze(0).transpose(1, 2) for t in (q, k, v))
-    o = _flex()(q4, k4, v4, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+    fn = _flex() if q.is_cuda else eager
+    o = fn(q4, k4, v4, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
     return o.squeeze(0).transpose(0, 1)

@@ -455,17 +455,21 @@ def probe_gqa(backend: str, device) -> str:
     return _GQA_PROBE[key]
 
 
-def resolve_attn(attn: str, device, docs_per_seq: int = 1) -> str:
+def resolve_attn(attn: str, device, docs_per_seq: int = 1, cp: int = 1) -> str:
     """`auto` on CUDA, the fastest kernel measured per architecture (docs/performance.md, H200):
     - Hopper/Blackwell with flash-attn-4 installed -> `fa4` (varlen over the documents): one document at 64k
       604 vs cuDNN's 555 TFLOP/s (0.6B rl-full 64k 51.6% vs 48.0% MFU); four packed documents 1.17-1.42x flex.
     - otherwise one document per sequence -> cuDNN SDPA (one shape, so its execution plan is built once);
       several documents -> flex_attention with a document BlockMask. cuDNN per document would be faster per
       call, but it builds a new execution plan for every new document length (+0.3 to 0.5 s per step whenever
-      the lengths change, i.e. every step of real training)."""
+      the lengths change, i.e. every step of real training).
+    - under context parallelism (`cp` > 1) -> flex over the gathered keys in one call (parallel/cp.py); the
+      other kernels have no CP form (layout.validate refuses them with --cp)."""
     if attn == "auto":
         if device.type != "cuda":
             return "sdpa"
+        if cp > 1:
+            return "flex"
         if doc_attention.fa4_usable(device):
             return "fa4"
         return "sdpa-cudnn" if docs_per_seq <= 1 else "flex"
@@ -477,10 +481,7 @@ def resolve_attn(attn: str, device, docs_per_seq: int = 1) -> str:
 def build(cfg, spec, device):
     if spec.model_type not in SUPPORTED_MODEL_TYPES:
         raise BadConfig(f"--impl fast does not support model type {spec.model_type!r}")
-    if cfg.cp > 1 and cfg.attn == "auto":  # flex over the gathered keys in one call (parallel/cp.py)
-        backend = "flex" if device.type == "cuda" else "sdpa"
-    else:  # under --cp, layout.validate has refused what has no context-parallel form
-        backend = resolve_attn(cfg.attn, device, cfg.docs_per_seq)
+    backend = resolve_attn(cfg.attn, device, cfg.docs_per_seq, cfg.cp)
     if backend not in ("sdpa", "sdpa-math") and device.type != "cuda":
         raise BadConfig(f"--attn {cfg.attn} needs a CUDA device with --impl fast (this run is on {device.type})")
     if backend == "fa4":

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from trainbench.trainer.data import Batch
-from trainbench.trainer.kernels.doc_attention import _expand_kv, _sdpa_context, flex_fn
+from trainbench.trainer.kernels.doc_attention import _expand_kv, _sdpa_context, document_block_mask, flex_attention
 from trainbench.trainer.parallel.layout import CP_ATTN
 
 
@@ -134,26 +134,11 @@ def gather_sequence(x: torch.Tensor, shard: CPShard) -> torch.Tensor:
     return gather(x.contiguous(), 0, shard.group)[shard.inv]
 
 
-def cp_block_mask(qpos: torch.Tensor, docs: torch.Tensor):
-    """Document-causal BlockMask of local queries (at flat positions `qpos`) against all N keys."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        pos = qpos[q_idx]
-        return (docs[pos] == docs[kv_idx]) & (pos >= kv_idx)
-
-    n, total = qpos.numel(), docs.numel()
-    return create_block_mask(mask_mod, None, None, n, total, device=docs.device, _compile=docs.is_cuda)
-
-
 def flex_cp_attention(q, k_all, v_all, shard: CPShard, scale=None) -> torch.Tensor:
     """q [n, H, D] of the local tokens, k/v [N, KV, D] of the whole sequence -> [n, H, D], one flex call."""
     if shard.block_mask is None:
-        shard.block_mask = cp_block_mask(shard.qpos, shard.docs)
-    q4, k4, v4 = (t.unsqueeze(0).transpose(1, 2) for t in (q, k_all, v_all))
-    gqa = k_all.shape[1] != q.shape[1]
-    o = flex_fn(q.is_cuda)(q4, k4, v4, block_mask=shard.block_mask, scale=scale, enable_gqa=gqa)
-    return o.squeeze(0).transpose(0, 1)
+        shard.block_mask = document_block_mask(shard.docs, shard.qpos)
+    return flex_attention(q, k_all, v_all, shard.block_mask, scale)
 
 
 def sdpa_cp_attention(q, k_all, v_all, shard: CPShard, backend="sdpa", scale=None, gqa_mode="native") -> torch.Tensor:

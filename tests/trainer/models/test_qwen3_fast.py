@@ -258,3 +258,6 @@ def test_attn_auto_choice(monkeypatch):
         monkeypatch.setitem(sys.modules, "flash_attn", pkg)
         monkeypatch.setitem(sys.modules, "flash_attn.cute", pkg.cute if fa4_imports else None)
         assert qf.resolve_attn("auto", cuda, docs) == want, (cap, fa4_imports, docs)
+        # context parallelism: flex over the gathered keys, whatever else the GPU has (fa4 has no CP form)
+        assert qf.resolve_attn("auto", cuda, docs, cp=2) == "flex", (cap, fa4_imports, docs)
+    assert qf.resolve_attn("auto", cpu, 1, cp=2) == "sdpa"
